@@ -1,0 +1,3 @@
+# connect-certsync. Keep this list explicit; main.c last.
+CERTSYNC_SRCS := \
+	certsync/main.c
