@@ -1,4 +1,5 @@
 # connect-certsync. Keep this list explicit; main.c last.
 CERTSYNC_SRCS := \
+	certsync/template.c \
 	certsync/discovery.c \
 	certsync/main.c
