@@ -1,3 +1,8 @@
 # Shared by both daemons. Keep this list explicit.
 LIB_SRCS := \
-	lib/log.c
+	lib/log.c \
+	lib/buf.c \
+	lib/json.c \
+	lib/atomicfile.c \
+	lib/consul_env.c \
+	lib/consul.c
