@@ -79,7 +79,7 @@ struct rt_server {
 	char	addr[64];	/* srv_addr as HAProxy prints it */
 	int	port;		/* srv_port */
 	int	op_state;	/* 0 stopped, 1 starting, 2 running, 3 stopping */
-	int	admin_state;	/* bit mask; any of 0x01 FMAINT 0x02 IMAINT 0x04 CMAINT 0x20 RMAINT = maintenance */
+	int	admin_state;	/* bit mask; 0x01 FMAINT, 0x02 IMAINT, 0x20 RMAINT = maintenance (0x04: "disabled" in the config) */
 	bool	maint;		/* admin_state says maintenance */
 };
 typedef void rt_servers_cb(void *arg, int rc, const struct rt_server *srv, size_t n, const char *err);

@@ -3,4 +3,7 @@ CERTSYNC_SRCS := \
 	certsync/proxycfg.c \
 	certsync/template.c \
 	certsync/discovery.c \
+	certsync/runtime.c \
+	certsync/supervise.c \
+	certsync/haproxy.c \
 	certsync/main.c

@@ -63,6 +63,8 @@ bool sv_active(const struct sv_child *c);
  * child is reaped (at once, from the loop, if it was not running). Calling it again only replaces done.
  */
 void sv_stop(struct sv_child *c, void (*done)(void *arg), void *arg);
+/* Changes the graceful stop timeout (<= 0 keeps the current one); for a stop about to be asked. */
+void sv_set_stop_timeout(struct sv_child *c, double timeout);
 /* Sends sig to the child if running (e.g. SIGUSR2 to the HAProxy master). 0, or -1 if not running. */
 int  sv_signal(struct sv_child *c, int sig);
 /* Frees a child; if still running it is SIGKILLed and reaped (blocking, bounded). NULL-safe. */
