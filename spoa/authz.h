@@ -59,5 +59,7 @@ struct authz *authz_new(struct ev_loop *loop, struct consul_client *consul,
 void authz_free(struct authz *a);
 struct authz_pending *authz_check(void *authz, const struct authz_query *q, authz_done_cb *done, void *arg);
 void authz_cancel(void *authz, struct authz_pending *p);
+/* Drops every cached decision and re-reads every target's intentions (SIGHUP). */
+void authz_flush(struct authz *a);
 
 #endif

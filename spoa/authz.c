@@ -1,0 +1,711 @@
+/*
+ * authz.c - see authz.h. Decisions for connect-spoa.
+ *
+ * One question is (target, caller URI). The answer comes from, in order:
+ *   1. the cache, when the entry is fresh: with a working intentions watch for the target an entry is
+ *      fresh until the target's intentions change; without one (403, or the watch failing) for opts.ttl;
+ *   2. an agent call shared by every identical question asked meanwhile (a "flight"), bounded by an
+ *      ev_timer at opts.deadline; a late answer still fills the cache;
+ *   3. when the agent fails (unreachable, 5xx, bad answer, deadline): the cached decision if it was
+ *      obtained less than opts.stale_if_error ago, else a deny naming the cause. Never an allow.
+ */
+#include <ctype.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <ev.h>
+#include <jansson.h>
+
+#include "authz.h"
+#include "cache.h"
+#include "consul.h"
+#include "log.h"
+#include "metrics.h"
+#include "spiffe.h"
+
+#define AUTHZ_TARGET_MAX	255
+#define AUTHZ_MAX_WATCHED	1024	/* targets with an intentions watch; more fall back to the TTL */
+#define AUTHZ_FLIGHT_BUCKETS	1024
+#define AUTHZ_AGENT_TIMEOUT	10.0	/* an agent call outlives its deadline to fill the cache */
+#define AUTHZ_REASON_MAX	256
+
+enum watch_state {
+	WATCH_STARTING,	/* no answer yet */
+	WATCH_OK,		/* the last answer was a success: entries stay fresh until invalidated */
+	WATCH_FAILING,	/* transport error or 5xx: fall back to the TTL */
+	WATCH_REFUSED,	/* 403: the token lacks intention:read; TTL for good */
+	WATCH_NONE,		/* too many targets: TTL */
+};
+
+struct authz_target {
+	struct authz_target	*next;
+	struct authz		*a;
+	char			*name;
+	size_t			 len;
+	struct consul_watch	*watch;
+	enum watch_state	 state;
+	int			 have_index;
+	uint64_t		 index;
+	uint64_t		 gen;		/* bumped on each invalidation */
+};
+
+struct flight {
+	struct flight		*hnext;
+	struct authz		*a;
+	struct authz_target	*t;
+	uint64_t		 hash;
+	uint64_t		 gen;		/* t->gen when the question was sent */
+	struct consul_req	*req;
+	ev_timer		 timer;
+	int			 in_table;
+	struct authz_pending	*waiters;
+	double			 started;
+	char			 service[SPIFFE_SEGMENT_MAX + 1];
+	size_t			 tlen;
+	size_t			 ulen;
+	char			*target;	/* both point into key */
+	char			*uri;
+	char			 key[];
+};
+
+struct authz_pending {
+	struct authz_pending	*prev;
+	struct authz_pending	*next;
+	struct flight		*f;
+	authz_done_cb		*done;
+	void			*arg;
+};
+
+struct authz {
+	struct ev_loop		*loop;
+	struct consul_client	*consul;
+	struct authz_opts	 opts;
+	char			*default_target;
+	struct cache		*cache;
+	struct authz_target	*targets;
+	size_t			 ntargets;
+	struct flight		*flights[AUTHZ_FLIGHT_BUCKETS];
+	int			 warned_watch_403;
+	int			 warned_authorize_403;
+};
+
+static double
+mono_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static uint64_t
+fnv(const char *t, size_t tlen, const char *u, size_t ulen)
+{
+	uint64_t h = 0xcbf29ce484222325ULL;
+	size_t i;
+
+	for (i = 0; i < tlen; i++)
+		h = (h ^ (unsigned char)t[i]) * 0x100000001b3ULL;
+	h *= 0x100000001b3ULL;
+	for (i = 0; i < ulen; i++)
+		h = (h ^ (unsigned char)u[i]) * 0x100000001b3ULL;
+	return h;
+}
+
+/* Copies text into out for a reason: printable ASCII only, at most max bytes, one line. */
+static void
+clean_text(char *out, size_t outlen, const char *in, size_t inlen, size_t max)
+{
+	size_t i, o = 0;
+
+	for (i = 0; i < inlen && o + 1 < outlen && o < max; i++) {
+		unsigned char c = (unsigned char)in[i];
+
+		if (c == '\n' || c == '\r') {
+			if (o > 0)
+				break;
+			continue;
+		}
+		out[o++] = (c >= 0x20 && c < 0x7f) ? (char)c : '?';
+	}
+	while (o > 0 && out[o - 1] == ' ')
+		o--;
+	out[o] = '\0';
+}
+
+static void
+log_decision(const char *uri, const char *target, bool allow, const char *reason, const char *how)
+{
+	if (!log_enabled(LL_DEBUG))
+		return;
+	log_debug("authz: caller=%s target=%s result=%s reason=\"%s\" %s", uri[0] != '\0' ? uri : "-",
+	    target, allow ? "allow" : "deny", reason, how);
+}
+
+static void
+answer(authz_done_cb *done, void *arg, bool allow, bool error, const char *source_app, const char *reason)
+{
+	struct authz_decision d;
+
+	d.allow = allow;
+	d.source_app = source_app != NULL ? source_app : "";
+	d.reason = reason != NULL ? reason : "";
+	if (allow)
+		spoa_metrics.decisions_allow++;
+	else if (error)
+		spoa_metrics.decisions_error++;
+	else
+		spoa_metrics.decisions_deny++;
+	done(arg, &d);
+}
+
+/* ---- targets and their intentions watch ---- */
+
+static void
+invalidate(struct authz_target *t, const char *why)
+{
+	size_t n = cache_invalidate_target(t->a->cache, t->name, t->len);
+
+	t->gen++;
+	spoa_metrics.cache_invalidations += n;
+	spoa_metrics.cache_entries = cache_count(t->a->cache);
+	if (n > 0)
+		log_debug("authz: dropped %zu cached decisions for %s: %s", n, t->name, why);
+}
+
+static void
+watch_cb(void *arg, const struct consul_resp *r)
+{
+	struct authz_target *t = arg;
+	struct authz *a = t->a;
+
+	if (r->status >= 200 && r->status < 300) {
+		if (!t->have_index)
+			invalidate(t, "intentions watch started");
+		else if (r->index != t->index)
+			invalidate(t, "intentions changed");
+		else if (t->state != WATCH_OK)
+			log_debug("authz: intentions watch for %s works again", t->name);
+		t->have_index = 1;
+		t->index = r->index;
+		t->state = WATCH_OK;
+		return;
+	}
+	if (r->status == 403) {
+		if (!a->warned_watch_403) {
+			a->warned_watch_403 = 1;
+			log_warnx("authz: the agent refused the intentions watch for %s (403: the token lacks "
+			    "intention:read); cached decisions now expire after %g s instead", t->name, a->opts.ttl);
+		}
+		t->state = WATCH_REFUSED;
+		consul_watch_stop(t->watch);
+		t->watch = NULL;
+		return;
+	}
+	if (t->state != WATCH_FAILING)
+		log_debug("authz: intentions watch for %s failed (%s%d); cached decisions expire after %g s",
+		    t->name, r->status == 0 ? (r->error != NULL ? r->error : "transport error") : "status ",
+		    r->status == 0 ? 0 : r->status, a->opts.ttl);
+	t->state = WATCH_FAILING;
+}
+
+static struct authz_target *
+target_get(struct authz *a, const char *name, size_t len)
+{
+	struct consul_watch_opts wo;
+	struct authz_target *t;
+	char enc[3 * AUTHZ_TARGET_MAX + 1], path[sizeof(enc) + 64];
+
+	for (t = a->targets; t != NULL; t = t->next)
+		if (t->len == len && memcmp(t->name, name, len) == 0)
+			return t;
+	if ((t = calloc(1, sizeof(*t))) == NULL || (t->name = strndup(name, len)) == NULL) {
+		free(t);
+		return NULL;
+	}
+	t->a = a;
+	t->len = len;
+	t->state = WATCH_NONE;
+	t->next = a->targets;
+	a->targets = t;
+	a->ntargets++;
+	if (a->ntargets > AUTHZ_MAX_WATCHED || a->consul == NULL)
+		return t;
+	if (consul_urlencode(t->name, enc, sizeof(enc)) == -1)
+		return t;
+	snprintf(path, sizeof(path), "/v1/connect/intentions/match?by=destination&name=%s", enc);
+	memset(&wo, 0, sizeof(wo));
+	wo.kind = CONSUL_WATCH_INDEX;
+	t->watch = consul_watch_start(a->consul, path, &wo, watch_cb, t);
+	if (t->watch != NULL) {
+		t->state = WATCH_STARTING;
+		log_debug("authz: watching intentions of %s", t->name);
+	}
+	return t;
+}
+
+/* How long a cached entry of t answers without asking the agent. */
+static double
+fresh_for(const struct authz *a, const struct authz_target *t)
+{
+	return t->state == WATCH_OK ? INFINITY : a->opts.ttl;
+}
+
+/* ---- flights ---- */
+
+static void
+flight_unhash(struct flight *f)
+{
+	struct flight **pp = &f->a->flights[f->hash & (AUTHZ_FLIGHT_BUCKETS - 1)];
+
+	if (!f->in_table)
+		return;
+	while (*pp != NULL && *pp != f)
+		pp = &(*pp)->hnext;
+	if (*pp == f)
+		*pp = f->hnext;
+	f->in_table = 0;
+}
+
+static void
+flight_free(struct flight *f)
+{
+	struct authz_pending *p, *next;
+
+	flight_unhash(f);
+	ev_timer_stop(f->a->loop, &f->timer);
+	if (f->req != NULL)
+		consul_cancel(f->req);
+	for (p = f->waiters; p != NULL; p = next) {
+		next = p->next;
+		free(p);
+	}
+	free(f);
+}
+
+/*
+ * Answers every waiter present now. The list is taken first: a done callback may ask again (and join
+ * this flight, or start another) or cancel other waiters.
+ */
+static void
+answer_waiters(struct flight *f, bool allow, bool error, const char *source_app, const char *reason,
+    const char *how)
+{
+	struct authz_pending *p;
+
+	log_decision(f->uri, f->target, allow, reason, how);
+	while ((p = f->waiters) != NULL) {
+		f->waiters = p->next;
+		if (f->waiters != NULL)
+			f->waiters->prev = NULL;
+		answer(p->done, p->arg, allow, error, source_app, reason);
+		free(p);
+	}
+}
+
+/* The agent failed for this flight: answer from a stale entry if one is young enough, else deny. */
+static void
+answer_failure(struct flight *f, const char *why)
+{
+	struct authz *a = f->a;
+	struct cache_entry *e;
+	char reason[AUTHZ_REASON_MAX];
+
+	e = cache_lookup(a->cache, f->target, f->tlen, f->uri, f->ulen);
+	if (e != NULL && cache_classify(e, mono_now(), 0, a->opts.stale_if_error) != CACHE_EXPIRED) {
+		size_t n = 0;
+
+		/* Copy: a callback may store into the cache and free e. */
+		snprintf(reason, sizeof(reason), "%s", e->reason);
+		for (struct authz_pending *p = f->waiters; p != NULL; p = p->next)
+			n++;
+		spoa_metrics.cache_stale_hits += n;
+		if (e->allow)
+			answer_waiters(f, true, false, f->service, reason, "stale (agent failing)");
+		else
+			answer_waiters(f, false, false, f->service, reason, "stale (agent failing)");
+		return;
+	}
+	answer_waiters(f, false, true, f->service, why, "agent failed");
+}
+
+static void
+flight_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct flight *f = w->data;
+	char why[64];
+
+	snprintf(why, sizeof(why), "agent timeout after %.0f ms", f->a->opts.deadline * 1000.0);
+	spoa_metrics.agent_errors++;
+	answer_failure(f, why);
+	/* The flight stays: its late answer fills the cache, and a new identical question joins it. */
+}
+
+/* Decodes {"Authorized": bool, "Reason": string}. 0, or -1 with err filled. */
+static int
+decode_authorize(const char *body, size_t len, bool *allow, char *reason, size_t reasonlen,
+    char *err, size_t errlen)
+{
+	json_error_t jerr;
+	json_t *root, *au, *re;
+	int rc = -1;
+
+	root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (root == NULL) {
+		snprintf(err, errlen, "not JSON (%.80s)", jerr.text);
+		return -1;
+	}
+	if (!json_is_object(root)) {
+		snprintf(err, errlen, "not a JSON object");
+		goto out;
+	}
+	au = json_object_get(root, "Authorized");
+	re = json_object_get(root, "Reason");
+	if (!json_is_boolean(au)) {
+		snprintf(err, errlen, "Authorized missing or not a boolean");
+		goto out;
+	}
+	if (re != NULL && !json_is_string(re)) {
+		snprintf(err, errlen, "Reason not a string");
+		goto out;
+	}
+	*allow = json_is_true(au);
+	if (re != NULL)
+		clean_text(reason, reasonlen, json_string_value(re), json_string_length(re), 200);
+	else
+		snprintf(reason, reasonlen, "%s", *allow ? "authorized" : "not authorized");
+	rc = 0;
+out:
+	json_decref(root);
+	return rc;
+}
+
+static void
+authorize_cb(void *arg, const struct consul_resp *r)
+{
+	struct flight *f = arg;
+	struct authz *a = f->a;
+	char reason[AUTHZ_REASON_MAX], detail[160], errbuf[128];
+	bool allow = false;
+
+	f->req = NULL;
+	ev_timer_stop(a->loop, &f->timer);
+	flight_unhash(f);	/* identical questions asked from here on start afresh */
+	metrics_observe_agent_latency(r->elapsed);
+
+	if (r->status == 200 && decode_authorize(r->body, r->len, &allow, reason, sizeof(reason),
+	    errbuf, sizeof(errbuf)) == 0) {
+		/* An answer to a question asked before the intentions changed is not cached. */
+		if (f->gen == f->t->gen) {
+			if (cache_store(a->cache, f->target, f->tlen, f->uri, f->ulen, allow, reason,
+			    f->service, mono_now()) == -1)
+				log_warnx("authz: out of memory caching a decision");
+			spoa_metrics.cache_entries = cache_count(a->cache);
+		}
+		answer_waiters(f, allow, false, f->service, reason, "from agent");
+	} else if (r->status == 200) {
+		spoa_metrics.agent_errors++;
+		snprintf(reason, sizeof(reason), "agent sent a bad answer: %s", errbuf);
+		answer_failure(f, reason);
+	} else if (r->status == 0) {
+		spoa_metrics.agent_errors++;
+		clean_text(detail, sizeof(detail), r->error != NULL ? r->error : "", r->error != NULL ?
+		    strlen(r->error) : 0, 150);
+		snprintf(reason, sizeof(reason), "agent unreachable: %s", detail);
+		answer_failure(f, reason);
+	} else if (r->status >= 500 || r->status == 429) {
+		spoa_metrics.agent_errors++;
+		clean_text(detail, sizeof(detail), r->body != NULL ? r->body : "", r->len, 150);
+		snprintf(reason, sizeof(reason), "agent error %d: %s", r->status, detail);
+		answer_failure(f, reason);
+	} else {
+		/* 403 (the token lacks service:write on the target), 400 (the agent refuses the URI), ...:
+		 * the agent said no for a reason a retry will not change soon; deny, do not cache. */
+		spoa_metrics.agent_errors++;
+		clean_text(detail, sizeof(detail), r->body != NULL ? r->body : "", r->len, 150);
+		if (r->status == 403) {
+			snprintf(reason, sizeof(reason), "agent refused authorize (403 %s): the token lacks "
+			    "service:write on %s", detail, f->target);
+			if (!a->warned_authorize_403) {
+				a->warned_authorize_403 = 1;
+				log_warnx("authz: %s", reason);
+			}
+		} else
+			snprintf(reason, sizeof(reason), "agent error %d: %s", r->status, detail);
+		answer_waiters(f, false, true, f->service, reason, "agent refused");
+	}
+	flight_free(f);
+}
+
+static struct flight *
+flight_find(struct authz *a, uint64_t h, const char *t, size_t tlen, const char *u, size_t ulen)
+{
+	struct flight *f;
+
+	for (f = a->flights[h & (AUTHZ_FLIGHT_BUCKETS - 1)]; f != NULL; f = f->hnext)
+		if (f->hash == h && f->tlen == tlen && f->ulen == ulen && memcmp(f->target, t, tlen) == 0 &&
+		    memcmp(f->uri, u, ulen) == 0)
+			return f;
+	return NULL;
+}
+
+static struct flight *
+flight_start(struct authz *a, struct authz_target *t, uint64_t h, const struct spiffe_id *id)
+{
+	size_t ulen = strlen(id->uri);
+	struct flight *f;
+	json_t *body;
+	char *js;
+
+	if ((f = calloc(1, sizeof(*f) + t->len + ulen + 2)) == NULL)
+		return NULL;
+	f->a = a;
+	f->t = t;
+	f->hash = h;
+	f->gen = t->gen;
+	f->tlen = t->len;
+	f->ulen = ulen;
+	f->target = f->key;
+	memcpy(f->target, t->name, t->len);
+	f->uri = f->key + t->len + 1;
+	memcpy(f->uri, id->uri, ulen);
+	snprintf(f->service, sizeof(f->service), "%s", id->service);
+	f->started = mono_now();
+	body = json_pack("{s:s, s:s, s:s}", "Target", t->name, "ClientCertURI", id->uri,
+	    "ClientCertSerial", id->serial);
+	js = body != NULL ? json_dumps(body, JSON_COMPACT) : NULL;
+	json_decref(body);
+	if (js != NULL && a->consul != NULL)
+		f->req = consul_request(a->consul, "POST", "/v1/agent/connect/authorize", js, strlen(js),
+		    a->opts.deadline > AUTHZ_AGENT_TIMEOUT ? a->opts.deadline : AUTHZ_AGENT_TIMEOUT,
+		    authorize_cb, f);
+	free(js);
+	if (f->req == NULL) {
+		free(f);
+		return NULL;
+	}
+	spoa_metrics.agent_requests++;
+	ev_timer_init(&f->timer, flight_timer_cb, a->opts.deadline, 0);
+	f->timer.data = f;
+	ev_timer_start(a->loop, &f->timer);
+	f->hnext = a->flights[h & (AUTHZ_FLIGHT_BUCKETS - 1)];
+	a->flights[h & (AUTHZ_FLIGHT_BUCKETS - 1)] = f;
+	f->in_table = 1;
+	return f;
+}
+
+/* ---- the interface ---- */
+
+static int
+target_ok(const char *s, size_t n)
+{
+	size_t i;
+
+	if (n == 0 || n > AUTHZ_TARGET_MAX)
+		return 0;
+	for (i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		if (!(isalnum(c) || c == '-' || c == '_' || c == '.'))
+			return 0;
+	}
+	return 1;
+}
+
+struct authz_pending *
+authz_check(void *ctx, const struct authz_query *q, authz_done_cb *done, void *arg)
+{
+	struct authz *a = ctx;
+	struct authz_target *t;
+	struct authz_pending *p;
+	struct cache_entry *e;
+	struct spiffe_id id;
+	struct flight *f;
+	const char *tname;
+	size_t tlen;
+	uint64_t h;
+	char err[AUTHZ_REASON_MAX], reason[AUTHZ_REASON_MAX];
+
+	tname = q->target != NULL && q->target_len > 0 ? q->target : a->default_target;
+	tlen = q->target != NULL && q->target_len > 0 ? q->target_len :
+	    (a->default_target != NULL ? strlen(a->default_target) : 0);
+	if (tname == NULL || tlen == 0) {
+		log_decision("", "-", false, "no target service", "refused");
+		answer(done, arg, false, true, "", "no target service (set -target or the target argument)");
+		return NULL;
+	}
+	if (!target_ok(tname, tlen)) {
+		log_decision("", "-", false, "bad target service name", "refused");
+		answer(done, arg, false, true, "", "bad target service name");
+		return NULL;
+	}
+	if (q->der != NULL && q->der_len > 0) {
+		if (spiffe_from_der(q->der, q->der_len, &id, err, sizeof(err)) == -1)
+			goto bad_identity;
+	} else if (q->uri != NULL && q->uri_len > 0) {
+		if (spiffe_parse_uri(q->uri, q->uri_len, &id, err, sizeof(err)) == -1)
+			goto bad_identity;
+	} else {
+		snprintf(err, sizeof(err), "no client certificate");
+		goto bad_identity;
+	}
+	if ((t = target_get(a, tname, tlen)) == NULL) {
+		answer(done, arg, false, true, id.service, "out of memory");
+		return NULL;
+	}
+	e = cache_lookup(a->cache, t->name, t->len, id.uri, strlen(id.uri));
+	if (e != NULL && cache_classify(e, mono_now(), fresh_for(a, t), INFINITY) == CACHE_FRESH) {
+		spoa_metrics.cache_hits++;
+		log_decision(id.uri, t->name, e->allow, e->reason, "cached");
+		/* Copy out: done may re-enter and change the cache. */
+		snprintf(reason, sizeof(reason), "%s", e->reason);
+		answer(done, arg, e->allow, false, id.service, reason);
+		return NULL;
+	}
+	spoa_metrics.cache_misses++;
+	if ((p = calloc(1, sizeof(*p))) == NULL) {
+		answer(done, arg, false, true, id.service, "out of memory");
+		return NULL;
+	}
+	h = fnv(t->name, t->len, id.uri, strlen(id.uri));
+	f = flight_find(a, h, t->name, t->len, id.uri, strlen(id.uri));
+	if (f == NULL) {
+		f = flight_start(a, t, h, &id);
+		if (f == NULL) {
+			/* Could not even ask: treat like an unreachable agent for this one question. */
+			free(p);
+			e = cache_lookup(a->cache, t->name, t->len, id.uri, strlen(id.uri));
+			if (e != NULL && cache_classify(e, mono_now(), 0, a->opts.stale_if_error) !=
+			    CACHE_EXPIRED) {
+				spoa_metrics.cache_stale_hits++;
+				snprintf(reason, sizeof(reason), "%s", e->reason);
+				log_decision(id.uri, t->name, e->allow, reason, "stale (request failed)");
+				answer(done, arg, e->allow, false, id.service, reason);
+			} else {
+				log_decision(id.uri, t->name, false, "agent request failed", "refused");
+				answer(done, arg, false, true, id.service, "agent unreachable: request setup failed");
+			}
+			return NULL;
+		}
+	} else if (!ev_is_active(&f->timer)) {
+		/* Joining a flight whose deadline passed: give the newcomers their own deadline. */
+		ev_timer_set(&f->timer, a->opts.deadline, 0);
+		ev_timer_start(a->loop, &f->timer);
+	}
+	p->f = f;
+	p->done = done;
+	p->arg = arg;
+	p->next = f->waiters;
+	if (f->waiters != NULL)
+		f->waiters->prev = p;
+	f->waiters = p;
+	return p;
+
+bad_identity:
+	snprintf(reason, sizeof(reason), "%.*s", (int)tlen, tname);
+	log_decision("", reason, false, err, "refused");
+	answer(done, arg, false, true, "", err);
+	return NULL;
+}
+
+void
+authz_cancel(void *ctx, struct authz_pending *p)
+{
+	struct flight *f;
+
+	if (p == NULL)
+		return;
+	f = p->f;
+	if (p->prev != NULL)
+		p->prev->next = p->next;
+	else
+		f->waiters = p->next;
+	if (p->next != NULL)
+		p->next->prev = p->prev;
+	free(p);
+	/* The flight goes on without waiters: its answer still fills the cache. */
+}
+
+void
+authz_flush(struct authz *a)
+{
+	struct authz_target *t;
+
+	for (t = a->targets; t != NULL; t = t->next) {
+		invalidate(t, "flush requested");
+		if (t->watch != NULL)
+			consul_watch_refresh(t->watch);
+	}
+}
+
+struct authz *
+authz_new(struct ev_loop *loop, struct consul_client *consul, const struct authz_opts *opts,
+    char *err, size_t errlen)
+{
+	struct authz *a;
+
+	if ((a = calloc(1, sizeof(*a))) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	a->loop = loop;
+	a->consul = consul;
+	if (opts != NULL)
+		a->opts = *opts;
+	if (!(a->opts.deadline > 0))
+		a->opts.deadline = 0.4;
+	if (!(a->opts.ttl > 0))
+		a->opts.ttl = 60;
+	if (!(a->opts.stale_if_error >= 0))
+		a->opts.stale_if_error = 300;
+	if (a->opts.max_entries == 0)
+		a->opts.max_entries = 65536;
+	if (opts != NULL && opts->default_target != NULL && opts->default_target[0] != '\0') {
+		if (!target_ok(opts->default_target, strlen(opts->default_target))) {
+			snprintf(err, errlen, "bad target service name \"%s\"", opts->default_target);
+			free(a);
+			return NULL;
+		}
+		if ((a->default_target = strdup(opts->default_target)) == NULL) {
+			snprintf(err, errlen, "out of memory");
+			free(a);
+			return NULL;
+		}
+	}
+	a->opts.default_target = a->default_target;
+	if ((a->cache = cache_new(a->opts.max_entries, err, errlen)) == NULL) {
+		free(a->default_target);
+		free(a);
+		return NULL;
+	}
+	/* Watch the default target's intentions from the start, so its first callers find the watch up. */
+	if (a->default_target != NULL)
+		(void)target_get(a, a->default_target, strlen(a->default_target));
+	return a;
+}
+
+void
+authz_free(struct authz *a)
+{
+	struct authz_target *t, *tn;
+	size_t i;
+
+	if (a == NULL)
+		return;
+	for (i = 0; i < AUTHZ_FLIGHT_BUCKETS; i++)
+		while (a->flights[i] != NULL)
+			flight_free(a->flights[i]);
+	for (t = a->targets; t != NULL; t = tn) {
+		tn = t->next;
+		if (t->watch != NULL)
+			consul_watch_stop(t->watch);
+		free(t->name);
+		free(t);
+	}
+	cache_free(a->cache);
+	free(a->default_target);
+	free(a);
+}
