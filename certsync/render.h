@@ -27,6 +27,7 @@
 
 #define RENDER_INBOUND_FRONTEND	"inbound"
 #define RENDER_LOCAL_BACKEND	"local_app"
+#define RENDER_LOCAL_SERVER	"app"		/* the one server of RENDER_LOCAL_BACKEND */
 #define RENDER_SPOE_BACKEND	"spoa"
 #define RENDER_SLOT_PREFIX	"slot"
 /* Header set toward the local app in protocol http: the caller's service name (any inbound copy is removed). */

@@ -1,5 +1,6 @@
 # connect-certsync. Keep this list explicit; main.c last.
 CERTSYNC_SRCS := \
+	certsync/render.c \
 	certsync/proxycfg.c \
 	certsync/template.c \
 	certsync/discovery.c \
