@@ -4,7 +4,8 @@ Rules are {"service": {"web": "write"}, "service_prefix": {"": "read"}, "intenti
 "intention_prefix": {...}, "agent": {...}, "agent_prefix": {...}, "node": {...}, "node_prefix": {...},
 "key": {...}, "key_prefix": {...}, "query": {...}, "query_prefix": {...}, "operator": "read"}.
 An exact rule wins over any prefix rule, the longest prefix wins among prefixes, "write" implies "read",
-"deny" denies; without a matching rule the agent's default policy decides.
+"deny" denies; a service rule grants intention:read on the same names (Consul's default for its "intentions"
+field); without a matching rule the agent's default policy decides.
 """
 
 LEVELS = {"deny": 0, "read": 1, "list": 1, "write": 2}
@@ -19,7 +20,14 @@ class Authorizer:
     """What one token may do. all_access is the master token."""
 
     def __init__(self, rules, default_allow, all_access=False):
-        self.rules = rules or {}
+        self.rules = dict(rules or {})
+        # A service rule also grants intention:read on the same names unless an intention rule says otherwise
+        # (Consul's service policy "intentions" field defaults to read for read/write services, deny for deny).
+        for kind in ("", "_prefix"):
+            derived = {n: ("read" if LEVELS.get(p, 0) >= 1 else "deny")
+                       for n, p in (self.rules.get("service" + kind) or {}).items()}
+            derived.update(self.rules.get("intention" + kind) or {})
+            self.rules["intention" + kind] = derived
         self.default_allow = default_allow
         self.all_access = all_access
 

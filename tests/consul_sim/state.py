@@ -67,8 +67,9 @@ class State(Services, Queries):
             idx = self.next_index()
             root = ca.new_root(1, td, idx)
             self.ca = {"TrustDomain": td, "Roots": [root], "ActiveRootID": root["ID"], "NextRoot": 2}
-            self.idx["roots"] = idx
-            self.idx["node"] = idx
+            # Like a fresh cluster: the node, CA and empty tables all exist at the bootstrap index (> 1).
+            for t in self.idx:
+                self.idx[t] = idx
         self.tokens.setdefault("anonymous", {"Rules": {}})
 
     content_hash = staticmethod(content_hash)

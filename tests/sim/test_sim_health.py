@@ -1,0 +1,98 @@
+"""Discovery: /v1/health/connect, /v1/catalog/connect, prepared queries with ?connect=true."""
+import simutil
+
+
+def _reg(sim, body):
+    st, _, text = sim.api("PUT", "/v1/agent/service/register", body)
+    assert st == 200, text
+
+
+def test_health_connect_shape_and_passing(msim):
+    _reg(msim, {"Name": "hc-db", "Port": 5432, "Connect": {"SidecarService": {}}})
+    _reg(msim, {"Name": "hc-db", "ID": "hc-db-2", "Port": 5433, "Connect": {"SidecarService": {}}})
+    _reg(msim, {"Name": "hc-db", "ID": "hc-db-native", "Port": 5434, "Address": "10.0.0.9",
+                "Connect": {"Native": True}, "Check": {"TTL": "1h", "Status": "passing"}})
+    _reg(msim, {"Name": "hc-db-unrelated", "Port": 1})
+    status, h, entries = msim.api("GET", "/v1/health/connect/hc-db")
+    assert status == 200 and simutil.index_of(h) >= 1 and h["X-Consul-KnownLeader"] == "true"
+    ids = sorted(e["Service"]["ID"] for e in entries)
+    assert ids == ["hc-db-2-sidecar-proxy", "hc-db-native", "hc-db-sidecar-proxy"]
+    e = [x for x in entries if x["Service"]["ID"] == "hc-db-sidecar-proxy"][0]
+    assert set(e) == {"Node", "Service", "Checks"}
+    assert e["Node"]["Node"] and e["Node"]["Address"] == "127.0.0.1" and e["Node"]["Datacenter"] == "dc1"
+    svc = e["Service"]
+    assert svc["Kind"] == "connect-proxy" and isinstance(svc["Port"], int) and svc["Address"] == ""
+    assert svc["Proxy"]["DestinationServiceName"] == "hc-db"
+    assert "serfHealth" in [c["CheckID"] for c in e["Checks"]]
+    native = [x for x in entries if x["Service"]["ID"] == "hc-db-native"][0]
+    assert native["Service"]["Connect"]["Native"] is True and native["Service"]["Address"] == "10.0.0.9"
+    # Sidecars are critical until something listens (TCP check); ?passing drops them.
+    msim.control("PUT", "/_sim/health", {"ServiceID": "hc-db-sidecar-proxy", "Status": "critical"})
+    msim.control("PUT", "/_sim/health", {"ServiceID": "hc-db-2-sidecar-proxy", "Status": "passing"})
+    for q in ("passing", "passing=1", "passing=true"):
+        _, _, entries = msim.api("GET", "/v1/health/connect/hc-db?" + q)
+        assert sorted(x["Service"]["ID"] for x in entries) == ["hc-db-2-sidecar-proxy", "hc-db-native"], q
+    _, _, entries = msim.api("GET", "/v1/health/connect/hc-db?passing=false")
+    assert len(entries) == 3
+    msim.control("PUT", "/_sim/health", {"ServiceID": "hc-db-2-sidecar-proxy", "Status": "warning"})
+    _, _, entries = msim.api("GET", "/v1/health/connect/hc-db?passing=1&stale")
+    assert [x["Service"]["ID"] for x in entries] == ["hc-db-native"]
+    st, _, text = msim.api("GET", "/v1/health/connect/hc-db?passing=yes")
+    assert (st, text) == (400, "Invalid value for ?passing")
+    st, _, text = msim.api("GET", "/v1/health/connect/hc-db?dc=elsewhere")
+    assert (st, text) == (500, "No path to datacenter")
+    assert msim.api("GET", "/v1/health/connect/hc-db?dc=dc1")[0] == 200
+    assert msim.api("GET", "/v1/health/connect/hc-nothing")[2] == []
+
+
+def test_health_blocks_until_change(msim):
+    import threading
+    _reg(msim, {"Name": "hb2-db", "Port": 1, "Connect": {"SidecarService": {}}})
+    msim.control("PUT", "/_sim/health", {"ServiceID": "hb2-db-sidecar-proxy", "Status": "critical"})
+    _, h, entries = msim.api("GET", "/v1/health/connect/hb2-db?passing")
+    assert entries == []
+    idx = simutil.index_of(h)
+    res = {}
+    t = threading.Thread(target=lambda: res.setdefault("r", msim.api(
+        "GET", "/v1/health/connect/hb2-db?passing&index=%d&wait=5m" % idx)))
+    t.start()
+    msim.control("PUT", "/_sim/health", {"ServiceID": "hb2-db-sidecar-proxy", "Status": "passing"})
+    t.join(60)
+    _, h2, entries = res["r"]
+    assert simutil.index_of(h2) > idx and [e["Service"]["ID"] for e in entries] == ["hb2-db-sidecar-proxy"]
+
+
+def test_catalog_connect(msim):
+    _reg(msim, {"Name": "cc-db", "Port": 5432, "Connect": {"SidecarService": {"Port": 21999}}})
+    st, h, nodes = msim.api("GET", "/v1/catalog/connect/cc-db")
+    assert st == 200 and len(nodes) == 1
+    n = nodes[0]
+    assert n["ServiceID"] == "cc-db-sidecar-proxy" and n["ServicePort"] == 21999
+    assert n["ServiceKind"] == "connect-proxy" and n["ServiceProxy"]["DestinationServiceName"] == "cc-db"
+    assert n["Address"] == "127.0.0.1" and n["Datacenter"] == "dc1"
+
+
+def test_prepared_query(msim):
+    _reg(msim, {"Name": "pq-db", "Port": 5432, "Tags": ["primary"], "Connect": {"SidecarService": {}}})
+    _reg(msim, {"Name": "pq-db", "ID": "pq-db-2", "Port": 5433, "Connect": {"SidecarService": {}}})
+    msim.control("PUT", "/_sim/health", {"ServiceID": "pq-db-2-sidecar-proxy", "Status": "critical"})
+    msim.control("PUT", "/_sim/health", {"ServiceID": "pq-db-sidecar-proxy", "Status": "passing"})
+    st, _, out = msim.api("POST", "/v1/query", {"Name": "pq-db-query", "Service": {"Service": "pq-db"},
+                                                "DNS": {"TTL": "10s"}})
+    assert st == 200
+    qid = out["ID"]
+    _, _, lst = msim.api("GET", "/v1/query/" + qid)
+    assert lst[0]["Name"] == "pq-db-query" and lst[0]["Service"]["Service"] == "pq-db"
+    for ref in (qid, "pq-db-query"):
+        st, _, res = msim.api("GET", "/v1/query/%s/execute?connect=true" % ref)
+        assert st == 200
+        assert set(res) == {"Service", "Nodes", "DNS", "Datacenter", "Failovers"}
+        assert res["Service"] == "pq-db" and res["DNS"] == {"TTL": "10s"} and res["Datacenter"] == "dc1"
+        # Critical instances are dropped; only the connect proxies come back.
+        assert [e["Service"]["ID"] for e in res["Nodes"]] == ["pq-db-sidecar-proxy"]
+    _, _, res = msim.api("GET", "/v1/query/pq-db-query/execute")
+    assert sorted(e["Service"]["ID"] for e in res["Nodes"]) == ["pq-db", "pq-db-2"]
+    st, _, text = msim.api("GET", "/v1/query/nope/execute")
+    assert (st, text) == (404, "Query not found")
+    assert msim.api("DELETE", "/v1/query/" + qid)[0] == 200
+    assert msim.api("GET", "/v1/query/pq-db-query/execute")[0] == 404
