@@ -3,6 +3,7 @@
  * No wall-time assertions: the backoff clock is injected and its unit scaled down; a safety timer only
  * ends a run that would otherwise hang (and fails it).
  */
+#include <errno.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -287,6 +288,49 @@ test_stop_when_waiting_for_restart(void **state)
 	sv_free(c);
 }
 
+/* The agent may SIGKILL us (SIGINT, then SIGKILL after 5 s): our children must not survive it. */
+static void
+test_child_dies_with_supervisor(void **state)
+{
+	int p[2];
+	pid_t mid, grandchild = 0;
+	ssize_t n;
+	int st, i;
+
+	assert_int_equal(pipe(p), 0);
+	mid = fork();
+	assert_true(mid != -1);
+	if (mid == 0) {
+		struct run r;
+		char *argv[] = { "/bin/sh", "-c", "exec sleep 60", NULL };
+		struct sv_child *c;
+		pid_t gc;
+
+		close(p[0]);
+		ev_loop_fork(EV_DEFAULT);
+		memset(&r, 0, sizeof(r));
+		r.loop = EV_DEFAULT;
+		c = start(&r, argv, true, 1.0);
+		gc = sv_pid(c);
+		(void)!write(p[1], &gc, sizeof(gc));
+		ev_run(r.loop, 0);	/* until killed */
+		_exit(0);
+	}
+	close(p[1]);
+	n = read(p[0], &grandchild, sizeof(grandchild));
+	close(p[0]);
+	assert_int_equal(n, (ssize_t)sizeof(grandchild));
+	assert_true(grandchild > 0);
+	assert_int_equal(kill(grandchild, 0), 0);
+	assert_int_equal(kill(mid, SIGKILL), 0);
+	assert_int_equal(waitpid(mid, &st, 0), mid);
+	/* PR_SET_PDEATHSIG delivers SIGTERM; init reaps it. Bounded poll, no timing assertion. */
+	for (i = 0; i < 400 && kill(grandchild, 0) == 0; i++)
+		usleep(25000);
+	assert_int_equal(kill(grandchild, 0), -1);
+	assert_int_equal(errno, ESRCH);
+}
+
 int
 main(void)
 {
@@ -298,6 +342,7 @@ main(void)
 		cmocka_unit_test(test_stop_escalates_to_sigkill),
 		cmocka_unit_test(test_exec_failure_reported),
 		cmocka_unit_test(test_stop_when_waiting_for_restart),
+		cmocka_unit_test(test_child_dies_with_supervisor),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
