@@ -15,20 +15,29 @@
  *    entries for leaf.pem); "del ssl crt-list list.txt leaf.pem:1" is REFUSED: "certificate cannot be
  *    deleted, it is used as default certificate by the following frontends". The first crt-list entry is
  *    the bind's default context, used by every client that sends no SNI (our upstream server lines
- *    send none, and Consul's proxies neither), so clients of the new CA were refused by the old
- *    ca-file. Working around it needs a dummy default entry plus SNI on every client, and the upstream
+ *    send none), so a client with a leaf of the new CA was refused by the old ca-file (seen). Working around it needs a dummy default entry plus SNI on every client, and the upstream
  *    server lines cannot use a crt-list at all ("add server" with a new ca-file would need dynamic
  *    servers in place of the server-template slots). Rejected as not provably safe.
  * 3. Adopted: a CA change (rare: a Consul roots change) is a seamless master-worker reload. The daemon
- *    writes the new CA bundle (all roots) and the leaf first, then hap_reload (haproxy.c): `haproxy -c`,
- *    master "reload", the listening sockets are handed over to the new worker, the old worker finishes
- *    its connections. Leaf rotations stay on the runtime API (rt_cert_update, no reload).
- *    Proven by tests/integration/test_runtime_rotation.py on the real binary under continuous load
- *    (a loop of new mTLS connections through an upstream server line and an mTLS bind, plus one
- *    long-lived connection): leaf rotation -> zero failed connections, new serial served on the bind AND
- *    presented by the server line, same worker pid; CA change by reload -> zero failed connections, the
- *    long-lived connection still works, new-CA leaves accepted, then a leaf rotation by the runtime API
- *    after it still takes effect ("Status: Used", new serial served).
+ *    writes the new CA bundle (all roots) first, then hap_reload (haproxy.c): `haproxy -c`, master
+ *    "reload", the listening sockets are handed over to the new worker, the old worker finishes its
+ *    connections (hard-stop-after bounds it). Leaf rotations stay on the runtime API (rt_cert_update,
+ *    no reload), also the first leaf signed by the new CA, which Consul publishes after the new roots.
+ *    ORDER MATTERS: reload with the new roots BEFORE putting a leaf of the new CA in service. Between
+ *    the two, the old worker (old roots only) may still open a server-side connection that lands on
+ *    the new worker's bind; it must present a leaf the old roots accept.
+ *    Proven by tests/integration/test_runtime_rotation.py on Debian's 2.6.12 under continuous load (a
+ *    loop of new connections through an upstream server line into the mTLS bind, a loop of direct mTLS
+ *    connections reading the served serial, and one long-lived connection pinging every 20 ms):
+ *    - three leaf rotations: 0 failed of ~310 upstream + ~230 inbound connections + ~70 long-lived
+ *      pings; each new serial served on the bind; show proc: same worker pid, reload count unchanged;
+ *    - roots change by reload, then a new-CA leaf and a further leaf by the runtime API: 0 failed of
+ *      ~360 + ~280 connections + ~100 pings (the long-lived connection, opened before the reload, kept
+ *      working on the old worker); "Status: Used" and the new serial served after each step; callers
+ *      with leaves of the old and of the new CA accepted; show proc: exactly one reload, none failed;
+ *    - a third test pins the 2.6.12 breakage of path 1 (it will fail if HAProxy fixes it).
+ *    Five consecutive runs passed. The C paths themselves (rt_cert_update incl. abort on a key
+ *    mismatch, hap_reload keeping a held connection) are tested in tests/unit/test_certsync_runtime.c.
  *
  * ---- The client ----
  * One connection per command; one operation at a time from a FIFO queue (an operation is one raw

@@ -91,8 +91,11 @@ int  rt_servers_read(struct rt_client *c, const char *backend, rt_servers_cb *cb
  * CA change (Consul roots change): there is deliberately NO runtime operation for it. On 2.6.12
  * "set/commit ssl ca-file" on a ca-file used by a verify-required bind or server silently breaks every
  * later leaf update (see the top of runtime.c for what was tried and seen). The path proven safe: write
- * the new CA bundle file (and the new leaf, if any), then a seamless reload (haproxy.h hap_reload); leaf
- * rotations after it stay on rt_cert_update and take effect.
+ * the new CA bundle file, then a seamless reload (haproxy.h hap_reload); leaf rotations after it stay on
+ * rt_cert_update and take effect. Order: the reload with the new roots must be done BEFORE a leaf signed
+ * by the new CA is put in service (the old worker, which trusts only the old roots, may still connect to
+ * the new worker's bind during the handover). If both arrive together: reload with the new roots and
+ * the current leaf, then rt_cert_update the new leaf once hap_reload reported success.
  */
 
 /* ---- pure helpers (no I/O), exposed for tests and fuzzing ---- */
