@@ -673,7 +673,11 @@ struct renderer {
 	char			*err;
 	size_t			 errlen;
 	int			 failed;
+	unsigned long		 steps;		/* nodes visited: nested #each over empty bodies emit nothing */
 };
+
+/* Bounds the work of one render: nested #each blocks multiply, even when they emit nothing. */
+#define MAX_STEPS	(1UL << 22)
 
 static void rerr(struct renderer *r, const struct tnode *n, const char *fmt, ...) TPL_PRINTF(3, 4);
 
@@ -765,6 +769,10 @@ render_node(struct renderer *r, const struct tnode *n)
 	size_t k;
 	bool cond;
 
+	if (++r->steps > MAX_STEPS) {
+		rerr(r, n, "template too complex (more than %lu steps)", MAX_STEPS);
+		return;
+	}
 	switch (n->kind) {
 	case N_TEXT:
 		emit(r, n, n->s, n->len);

@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
@@ -228,6 +229,29 @@ test_deep_nesting_refused(void **state)
 	tscope_free(s);
 }
 
+/* Nested #each with empty bodies emit nothing but multiply the work: bounded. */
+static void
+test_runaway_loop_refused(void **state)
+{
+	struct tscope *s = tscope_new(), *u;
+	char t[32 * 48 + 1];
+	size_t i, o = 0;
+	char *out;
+	size_t len;
+
+	for (i = 0; i < 4; i++) {
+		u = tscope_list_add(s, "l");
+		tscope_set_str(u, "x", "1");
+	}
+	for (i = 0; i < 20; i++)
+		o += (size_t)snprintf(t + o, sizeof(t) - o, "{{#each l as a%zu}}", i);
+	for (i = 0; i < 20; i++)
+		o += (size_t)snprintf(t + o, sizeof(t) - o, "{{/each}}");
+	assert_int_equal(template_render("t.tmpl", t, o, s, 1 << 20, &out, &len, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "template too complex (more than 4194304 steps)"));
+	tscope_free(s);
+}
+
 int
 main(void)
 {
@@ -240,6 +264,7 @@ main(void)
 		cmocka_unit_test(test_injection),
 		cmocka_unit_test(test_output_cap),
 		cmocka_unit_test(test_deep_nesting_refused),
+		cmocka_unit_test(test_runaway_loop_refused),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
