@@ -79,8 +79,11 @@ class Control:
                 m = st.managed.get(pid)
                 if m is None:
                     raise APIError(404, "unknown managed proxy %s" % pid)
-                return 200, {"ProxyToken": m["ProxyToken"], "Env": self.sim.proxy_env(pid),
-                             "Command": m["Command"] or st.default_proxy_command(), "ExecMode": m["ExecMode"]}
+                out = {"ProxyToken": m["ProxyToken"], "Env": self.sim.proxy_env(pid),
+                       "Command": m["Command"] or st.default_proxy_command(), "ExecMode": m["ExecMode"]}
+            if self.sim.supervisor is not None:
+                out["Process"] = self.sim.supervisor.status().get(pid)
+            return 200, out
         if path == "/_sim/index" and method == "GET":
             with st.cond:
                 return 200, dict(st.idx, Index=st.index)
