@@ -629,6 +629,12 @@ authz_cancel(void *ctx, struct authz_pending *p)
 	/* The flight goes on without waiters: its answer still fills the cache. */
 }
 
+struct cache *
+authz_cache(struct authz *a)
+{
+	return a->cache;
+}
+
 void
 authz_flush(struct authz *a)
 {

@@ -14,6 +14,7 @@
 
 struct ev_loop;
 struct consul_client;
+struct cache;
 
 struct authz_query {
 	const uint8_t	*der;		/* client leaf certificate (ssl_c_der), NULL when absent */
@@ -61,5 +62,7 @@ struct authz_pending *authz_check(void *authz, const struct authz_query *q, auth
 void authz_cancel(void *authz, struct authz_pending *p);
 /* Drops every cached decision and re-reads every target's intentions (SIGHUP). */
 void authz_flush(struct authz *a);
+/* The decision cache, for persisting it across restarts (spoa/cache_snapshot.h). */
+struct cache *authz_cache(struct authz *a);
 
 #endif

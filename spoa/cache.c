@@ -15,6 +15,7 @@ struct cache {
 	size_t			 max;
 	uint64_t		 seed;
 	uint64_t		 evictions;
+	uint64_t		 changes;	/* stores and removals, for persistence */
 	struct cache_entry	*head;		/* most recently used */
 	struct cache_entry	*tail;		/* least recently used */
 };
@@ -140,6 +141,7 @@ cache_remove(struct cache *c, struct cache_entry *e)
 		*pp = e->hnext;
 	lru_unlink(c, e);
 	c->count--;
+	c->changes++;
 	free(e);
 }
 
@@ -193,6 +195,7 @@ cache_store(struct cache *c, const char *target, size_t tlen, const char *uri, s
 	*pp = e;
 	lru_push_front(c, e);
 	c->count++;
+	c->changes++;
 	return 0;
 }
 
@@ -228,6 +231,23 @@ uint64_t
 cache_evictions(const struct cache *c)
 {
 	return c->evictions;
+}
+
+uint64_t
+cache_changes(const struct cache *c)
+{
+	return c->changes;
+}
+
+int
+cache_foreach_lru(const struct cache *c, int (*fn)(void *arg, const struct cache_entry *e), void *arg)
+{
+	const struct cache_entry *e;
+
+	for (e = c->tail; e != NULL; e = e->lprev)
+		if (fn(arg, e) == -1)
+			return -1;
+	return 0;
 }
 
 enum cache_freshness

@@ -60,6 +60,12 @@ size_t cache_count(const struct cache *c);
 size_t cache_capacity(const struct cache *c);
 uint64_t cache_evictions(const struct cache *c);
 
+/* Persistence (spoa/cache_snapshot.c): a counter bumped by every store and removal, so a periodic
+ * saver knows whether anything changed; and a walk over every entry, least recently used first, that
+ * stops and returns -1 as soon as fn does (fn must not change the cache). */
+uint64_t cache_changes(const struct cache *c);
+int cache_foreach_lru(const struct cache *c, int (*fn)(void *arg, const struct cache_entry *e), void *arg);
+
 /*
  * How an entry may be used at time now: fresh while younger than fresh_for (INFINITY when a working
  * watch invalidates it), stale while younger than stale_if_error, else expired. An entry from the future

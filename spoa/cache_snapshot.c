@@ -11,16 +11,22 @@
  * (certsync/snapshot.c has the same envelope; the two daemons share no object files but lib/.)
  */
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
+#include <ev.h>
 #include <msgpack.h>
 #include <openssl/evp.h>
 
 #include "atomicfile.h"
+#include "cache.h"
 #include "cache_snapshot.h"
+#include "log.h"
+#include "metrics.h"
 
 #define MP_DEPTH_MAX	4
 #define TOP_ITEMS	6
@@ -568,4 +574,159 @@ dcsnap_load(const char *path, const char *expect_owner, int64_t now_ms, int64_t 
 		*age_ms = now_ms - s.written_at_ms;
 	dcsnap_free(&s);
 	return DCSNAP_OK;
+}
+
+/* ---- connect-spoa's glue ----------------------------------------------------------------------- */
+
+static double
+clock_s(clockid_t id)
+{
+	struct timespec ts;
+
+	clock_gettime(id, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int64_t
+wall_ms(void)
+{
+	return (int64_t)llround(clock_s(CLOCK_REALTIME) * 1000.0);
+}
+
+struct walk {
+	dcsnap_visit_fn	*visit;
+	void		*arg;
+	double		 wall_minus_mono;
+};
+
+static int
+walk_one(void *arg, const struct cache_entry *ce)
+{
+	struct walk *w = arg;
+	struct dcsnap_entry e;
+	double at = (ce->obtained + w->wall_minus_mono) * 1000.0;
+
+	e.target = ce->target;
+	e.caller_uri = ce->uri;
+	e.reason = ce->reason;
+	e.source_app = ce->source_app;
+	e.allow = ce->allow;
+	e.obtained_ms = isfinite(at) && at >= 0 && at < (double)TIME_MAX_MS ? (int64_t)llround(at) : -1;
+	return w->visit(w->arg, &e);
+}
+
+int
+dcsnap_cache_foreach(void *cache, dcsnap_visit_fn *visit, void *arg)
+{
+	struct walk w;
+
+	w.visit = visit;
+	w.arg = arg;
+	w.wall_minus_mono = clock_s(CLOCK_REALTIME) - clock_s(CLOCK_MONOTONIC);
+	return cache_foreach_lru(cache, walk_one, &w);
+}
+
+int
+dcsnap_cache_insert(void *cache, const struct dcsnap_entry *e)
+{
+	double age = (double)(wall_ms() - e->obtained_ms) / 1000.0;
+
+	if (age < 0)
+		age = 0;
+	return cache_store(cache, e->target, strlen(e->target), e->caller_uri, strlen(e->caller_uri), e->allow,
+	    e->reason, e->source_app, clock_s(CLOCK_MONOTONIC) - age);
+}
+
+struct dcsnap_keeper {
+	struct ev_loop	*loop;
+	struct cache	*cache;
+	char		*path;
+	char		*owner;
+	ev_timer	 timer;
+	uint64_t	 saved_changes;
+	int		 failing;
+};
+
+static void
+keeper_save(struct dcsnap_keeper *k, const char *why)
+{
+	uint64_t changes = cache_changes(k->cache);
+	size_t n = 0;
+	char err[512];
+
+	if (changes == k->saved_changes)
+		return;
+	if (dcsnap_save(k->path, k->owner, wall_ms(), dcsnap_cache_foreach, k->cache, &n, err,
+	    sizeof(err)) == -1) {
+		if (!k->failing)
+			log_warnx("cannot write the decision snapshot: %s", err);
+		k->failing = 1;
+		return;
+	}
+	if (k->failing)
+		log_info("decision snapshot written again to %s", k->path);
+	k->failing = 0;
+	k->saved_changes = changes;
+	log_debug("decision snapshot: %zu decisions written to %s (%s)", n, k->path, why);
+}
+
+static void
+keeper_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	keeper_save(w->data, "changed");
+}
+
+struct dcsnap_keeper *
+dcsnap_keeper_new(struct ev_loop *loop, struct cache *c, const char *path, const char *owner,
+    double stale_if_error, double interval)
+{
+	struct dcsnap_keeper *k;
+	enum dcsnap_status st;
+	size_t restored = 0, dropped = 0;
+	int64_t age = 0;
+	char err[512];
+
+	if ((k = calloc(1, sizeof(*k))) == NULL || (k->path = strdup(path)) == NULL ||
+	    (k->owner = strdup(owner != NULL ? owner : "")) == NULL) {
+		if (k != NULL)
+			free(k->path);
+		free(k);
+		return NULL;
+	}
+	k->loop = loop;
+	k->cache = c;
+	st = dcsnap_load(path, k->owner, wall_ms(), (int64_t)llround(stale_if_error * 1000.0),
+	    dcsnap_cache_insert, c, &restored, &dropped, &age, err, sizeof(err));
+	switch (st) {
+	case DCSNAP_OK:
+		log_info("restored %zu cached decisions from the snapshot %s written %.1f s ago (%zu dropped: "
+		    "older than stale-if-error %g s); the intentions watch replaces them once the agent answers",
+		    restored, path, (double)age / 1000.0, dropped, stale_if_error);
+		break;
+	case DCSNAP_MISSING:
+		log_info("no decision snapshot at %s yet: starting with an empty cache", path);
+		break;
+	default:
+		log_warnx("ignoring the decision snapshot %s (%s: %s): starting with an empty cache", path,
+		    dcsnap_status_str(st), err);
+		break;
+	}
+	spoa_metrics.cache_entries = cache_count(c);
+	k->saved_changes = cache_changes(c);
+	ev_timer_init(&k->timer, keeper_timer_cb, interval, interval);
+	k->timer.data = k;
+	ev_timer_start(loop, &k->timer);
+	return k;
+}
+
+void
+dcsnap_keeper_free(struct dcsnap_keeper *k)
+{
+	if (k == NULL)
+		return;
+	ev_timer_stop(k->loop, &k->timer);
+	keeper_save(k, "exit");
+	free(k->path);
+	free(k->owner);
+	free(k);
 }

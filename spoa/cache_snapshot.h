@@ -111,4 +111,30 @@ enum dcsnap_status dcsnap_load(const char *path, const char *expect_owner, int64
     int64_t max_age_ms, dcsnap_insert_fn *insert, void *cache, size_t *restored, size_t *dropped,
     int64_t *age_ms, char *err, size_t errlen);
 
+/* ---- connect-spoa's glue: the codec above over spoa/cache.h, on the daemon's loop ---------------- */
+
+struct ev_loop;
+struct cache;
+
+/*
+ * Adapters between struct cache (monotonic seconds) and dcsnap entries (Unix milliseconds): the
+ * foreach walks the cache least recently used first, the insert stores an entry as most recently used.
+ * cache is a struct cache *.
+ */
+int  dcsnap_cache_foreach(void *cache, dcsnap_visit_fn *visit, void *arg);
+int  dcsnap_cache_insert(void *cache, const struct dcsnap_entry *e);
+
+/*
+ * The daemon's snapshot keeper. dcsnap_keeper_new loads path into c (entries younger than
+ * stale_if_error seconds; a missing file is a first start, a bad one is ignored with a warning and the
+ * cache stays empty), logs what it did, and then every interval seconds writes the cache to path if it
+ * changed since the last write. dcsnap_keeper_free writes it a last time if it changed (at exit, after
+ * the drain), then frees. Logs; never fails the daemon: NULL only when out of memory.
+ */
+struct dcsnap_keeper;
+
+struct dcsnap_keeper *dcsnap_keeper_new(struct ev_loop *loop, struct cache *c, const char *path,
+    const char *owner, double stale_if_error, double interval);
+void dcsnap_keeper_free(struct dcsnap_keeper *k);
+
 #endif

@@ -14,6 +14,7 @@
 #include <ev.h>
 
 #include "authz.h"
+#include "cache_snapshot.h"
 #include "consul.h"
 #include "log.h"
 #include "metrics_http.h"
@@ -21,6 +22,7 @@
 
 #define DEFAULT_LISTEN	"127.0.0.1:12345"
 #define DRAIN_TIMEOUT	10.0
+#define SNAPSHOT_INTERVAL 1.0	/* seconds between checks whether the decision cache needs writing */
 
 struct options {
 	const char	*listen;
@@ -34,6 +36,7 @@ struct options {
 	double		 cache_ttl;
 	double		 stale_if_error;
 	size_t		 cache_size;
+	const char	*snapshot;
 };
 
 struct daemon {
@@ -43,6 +46,7 @@ struct daemon {
 	struct authz		*authz;
 	struct spoa_server	*server;
 	struct metrics_http	*metrics;
+	struct dcsnap_keeper	*snapshot;
 	ev_signal		 sigterm;
 	ev_signal		 sigint;
 	ev_signal		 sighup;
@@ -80,6 +84,10 @@ usage(FILE *f)
 "  -stale-if-error=<dur>    While the agent is unreachable or failing, a cached decision obtained less\n"
 "                           than this long ago still answers. 0 disables. Default 5m.\n"
 "  -cache-size=<n>          Maximum cached decisions (least recently used are evicted). Default 65536.\n"
+"  -snapshot=<path>         Keep the decision cache in this file (msgpack, mode 0600; written within a\n"
+"                           second of a change and at exit) and load it at start, so callers allowed\n"
+"                           before a restart during an agent outage stay allowed for -stale-if-error.\n"
+"                           A missing, corrupt or foreign file is ignored with a warning. Default off.\n"
 "  -help                    This text.\n"
 "\n"
 "Environment (read as Consul's own CLI reads it; flags win):\n"
@@ -187,7 +195,7 @@ parse_flags(int argc, char **argv, struct options *o)
 {
 	static const char *const names[] = {
 		"listen", "target", "http-addr", "token", "token-file", "log-level", "metrics-addr",
-		"decision-timeout", "cache-ttl", "stale-if-error", "cache-size", NULL,
+		"decision-timeout", "cache-ttl", "stale-if-error", "cache-size", "snapshot", NULL,
 	};
 	int i, k;
 
@@ -253,6 +261,10 @@ parse_flags(int argc, char **argv, struct options *o)
 		} else if (strcmp(flag, "cache-size") == 0) {
 			if (parse_size(val, &o->cache_size) == -1)
 				bad_usage("invalid -cache-size \"%s\" (want a positive integer)", val);
+		} else if (strcmp(flag, "snapshot") == 0) {
+			if (*val == '\0')
+				bad_usage("invalid -snapshot \"\" (want a file path)");
+			o->snapshot = val;
 		}
 	}
 }
@@ -347,6 +359,10 @@ main(int argc, char **argv)
 	ao.max_entries = o.cache_size;
 	if ((d.authz = authz_new(d.loop, d.consul, &ao, err, sizeof(err))) == NULL)
 		fatalx("authz: %s", err);
+	/* Decision snapshot (spoa/cache_snapshot.h): load now, then save on change and at exit. */
+	if (o.snapshot != NULL && (d.snapshot = dcsnap_keeper_new(d.loop, authz_cache(d.authz), o.snapshot,
+	    o.target, o.stale_if_error, SNAPSHOT_INTERVAL)) == NULL)
+		fatalx("decision snapshot: out of memory");
 
 	memset(&so, 0, sizeof(so));
 	so.listen = o.listen;
@@ -377,6 +393,7 @@ main(int argc, char **argv)
 
 	metrics_http_free(d.metrics);
 	spoa_server_free(d.server);
+	dcsnap_keeper_free(d.snapshot);	/* the last save, after the drain */
 	authz_free(d.authz);
 	consul_client_free(d.consul);
 	consul_cfg_free(&d.cfg);

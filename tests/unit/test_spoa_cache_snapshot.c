@@ -14,12 +14,16 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <cmocka.h>
+
+#include <math.h>
 
 #include <msgpack.h>
 #include <openssl/evp.h>
 
+#include "cache.h"
 #include "cache_snapshot.h"
 
 #define NOW_MS	1795000000000LL
@@ -564,6 +568,72 @@ test_save_load(void **state)
 	toy_free(&c);
 }
 
+static double
+mono(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* The glue over the real spoa/cache.h: ages and LRU order survive a save and a load into a new cache. */
+static void
+test_real_cache(void **state)
+{
+	struct cache *a, *b;
+	struct cache_entry *e;
+	char path[128], err[256];
+	size_t n, restored, dropped;
+	double now = mono();
+	const char *uris[] = { URI("old"), URI("web"), URI("evil"), URI("api") };
+	size_t i;
+
+	snprintf(path, sizeof(path), "%s/decisions.snapshot", tmpdir);
+	a = cache_new(16, err, sizeof(err));
+	b = cache_new(3, err, sizeof(err));
+	assert_non_null(a);
+	assert_non_null(b);
+	/* Stored oldest first: "old" is the least recently used, obtained 400 s ago. */
+	assert_int_equal(cache_store(a, "db", 2, uris[0], strlen(uris[0]), true, "r0", "old", now - 400), 0);
+	assert_int_equal(cache_store(a, "db", 2, uris[1], strlen(uris[1]), true, "r1", "web", now - 100), 0);
+	assert_int_equal(cache_store(a, "db", 2, uris[2], strlen(uris[2]), false, "r2", "evil", now - 50), 0);
+	assert_int_equal(cache_store(a, "db", 2, uris[3], strlen(uris[3]), true, "", "", now - 10), 0);
+	assert_int_equal(cache_changes(a), 4);
+	{
+		struct timespec ts;
+		int64_t wall;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		wall = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 + 1;
+		assert_int_equal(dcsnap_save(path, "db", wall, dcsnap_cache_foreach, a, &n, err, sizeof(err)), 0);
+		assert_int_equal(n, 4);
+		/* Into a cache of 3 with a 300 s window: "old" is dropped, the rest keep order and age. */
+		assert_int_equal(dcsnap_load(path, "db", wall, 300000, dcsnap_cache_insert, b, &restored,
+		    &dropped, NULL, err, sizeof(err)), DCSNAP_OK);
+	}
+	assert_int_equal(restored, 3);
+	assert_int_equal(dropped, 1);
+	assert_int_equal(cache_count(b), 3);
+	assert_null(cache_lookup(b, "db", 2, uris[0], strlen(uris[0])));
+	for (i = 1; i < 4; i++) {
+		e = cache_lookup(b, "db", 2, uris[i], strlen(uris[i]));
+		assert_non_null(e);
+	}
+	e = cache_lookup(b, "db", 2, uris[2], strlen(uris[2]));
+	assert_false(e->allow);
+	assert_string_equal(e->reason, "r2");
+	assert_string_equal(e->source_app, "evil");
+	assert_true(fabs((mono() - e->obtained) - 50.0) < 2.0);
+	/* Within stale-if-error 300 s, outside a 60 s TTL: usable only while the agent fails. */
+	assert_int_equal(cache_classify(e, mono(), 60, 300), CACHE_FRESH);
+	e = cache_lookup(b, "db", 2, uris[1], strlen(uris[1]));
+	assert_int_equal(cache_classify(e, mono(), 60, 300), CACHE_STALE);
+	assert_int_equal(cache_classify(e, mono(), 60, 90), CACHE_EXPIRED);
+	cache_free(a);
+	cache_free(b);
+}
+
 int
 main(void)
 {
@@ -574,6 +644,7 @@ main(void)
 		cmocka_unit_test(test_wrong_fields),
 		cmocka_unit_test(test_lying_counts),
 		cmocka_unit_test_setup_teardown(test_save_load, setup_dir, teardown_dir),
+		cmocka_unit_test_setup_teardown(test_real_cache, setup_dir, teardown_dir),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
