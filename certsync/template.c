@@ -842,6 +842,53 @@ render_seq(struct renderer *r, size_t i)
 	}
 }
 
+/*
+ * Before rendering, every name of the whole tree is resolved against the top-level scope and the
+ * enclosing #each names, so a typo in a branch or loop that this render does not take is still an
+ * error. (Fields of an item can only be checked when the list has items.)
+ */
+static void
+check_names(struct renderer *r, size_t i)
+{
+	const struct tnode *n;
+	const char *dot;
+	size_t k, alen;
+	int found;
+
+	for (; i != NONE && !r->failed; i = r->nodes[i].next) {
+		n = &r->nodes[i];
+		if (n->kind == N_TEXT)
+			continue;
+		dot = memchr(n->s, '.', n->len);
+		if (dot == NULL) {
+			if (tscope_get(r->frames[0].scope, n->s, n->len) == NULL)
+				(void)lookup(r, n);	/* sets the precise error */
+		} else {
+			alen = (size_t)(dot - n->s);
+			found = 0;
+			for (k = 1; k < r->nframes; k++)
+				if (r->frames[k].alias_len == alen && memcmp(r->frames[k].alias, n->s, alen) == 0)
+					found = 1;
+			if (!found)
+				(void)lookup(r, n);
+		}
+		if (r->failed)
+			return;
+		if (n->kind == N_EACH) {
+			/* A scope-less frame: only its name matters here. */
+			r->frames[r->nframes].scope = NULL;
+			r->frames[r->nframes].alias = n->alias;
+			r->frames[r->nframes].alias_len = n->alias_len;
+			r->nframes++;
+			check_names(r, n->body);
+			r->nframes--;
+		} else if (n->kind == N_IF || n->kind == N_UNLESS) {
+			check_names(r, n->body);
+			check_names(r, n->alt);
+		}
+	}
+}
+
 int
 template_render(const char *name, const char *tmpl, size_t tmpl_len, const struct tscope *root,
     size_t max_out, char **out, size_t *out_len, char *err, size_t errlen)
@@ -891,7 +938,9 @@ template_render(const char *name, const char *tmpl, size_t tmpl_len, const struc
 	}
 	r.out[0] = '\0';
 	r.cap = 1;
-	render_seq(&r, head);
+	check_names(&r, head);
+	if (!r.failed)
+		render_seq(&r, head);
 	free(p.nodes);
 	if (r.failed) {
 		free(r.out);

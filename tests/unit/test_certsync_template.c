@@ -169,6 +169,12 @@ test_errors(void **state)
 	expect_err("{{ 9x }}", s, "t.tmpl:1:4: expected a variable name");
 	expect_err("{{ a. }}", s, "t.tmpl:1:6: expected a field name after '.'");
 	expect_err("{{#if}}", s, "t.tmpl:1:6: expected a variable name");
+	/* Unknown names in a branch or loop not taken are still errors. */
+	expect_err("{{#if off}}\n  {{ nope }}\n{{/if}}", s, "t.tmpl:2:3: unknown variable 'nope'");
+	expect_err("{{#if http}}{{else}}{{#each nolist as n}}{{/each}}{{/if}}", s,
+	    "t.tmpl:1:21: unknown variable 'nolist'");
+	expect_err("{{#each empty as e}}{{x.y}}{{/each}}", s,
+	    "t.tmpl:1:21: unknown variable 'x.y' ('x' is not an #each name here)");
 	/* A syntax error in a branch not taken is still an error. */
 	expect_err("{{#if off}}{{ bad bad }}{{/if}}", s, "t.tmpl:1:19: unexpected 'b' in tag");
 	tscope_free(s);
