@@ -287,7 +287,10 @@ class Services:
         with self.cond:
             svc = self.services.get(sid)
             if svc is None:
-                raise APIError(404, "Unknown service %s" % _goquote(sid))
+                # Consul: with ACLs the vetting fails ("Unknown service"); without, a warning and 200.
+                if authz is not None:
+                    raise APIError(500, "Unknown service %s" % _goquote(sid))
+                return
             if authz is not None and not authz.service_write(svc["Service"]):
                 raise permission_denied()
             self._remove_service(sid, cascade=True)
@@ -311,7 +314,9 @@ class Services:
         with self.cond:
             chk = self.checks.get(cid)
             if chk is None:
-                raise APIError(500, "Unknown check %s" % _goquote(cid))
+                if authz is not None:
+                    raise APIError(500, "Unknown check %s" % _goquote(cid))
+                raise APIError(500, "CheckID %s does not have associated TTL" % _goquote(cid))
             if authz is not None:
                 name = chk["ServiceName"]
                 if name and not authz.service_write(name):

@@ -211,7 +211,9 @@ class State(Services, Queries):
         leaf = {"SerialNumber": ca.serial_colon_hex(serial), "CertPEM": chain, "PrivateKeyPEM": key,
                 "Service": service, "ServiceURI": uri, "ValidAfter": ca.fmt_time(nb), "ValidBefore": ca.fmt_time(na),
                 "CreateIndex": idx, "ModifyIndex": idx,
-                "_renew_at": nb.timestamp() + lifetime * random.uniform(0.6, 0.9)}
+                # Consul 1.4.1+: renew at a random point in 60-90% of ValidAfter..ValidBefore (ValidAfter is
+                # backdated a minute, so a short TTL renews almost at once); at most once a second here.
+                "_renew_at": max(time.time() + 1.0, nb.timestamp() + lifetime * random.uniform(0.6, 0.9))}
         self.leaves[service] = leaf
         return leaf
 

@@ -181,3 +181,14 @@ def test_test_certs(msim, tmp_path):
     assert cert.not_valid_after.replace(tzinfo=datetime.timezone.utc) < simutil.now()
     ok, out = simutil.openssl_verify(tmp_path, root_pem, expired["CertPEM"], "d")
     assert not ok and "expired" in out
+
+
+def test_leaf_renewed_before_expiry(start_sim):
+    """With a short TTL the agent re-issues the leaf at 60-90% of its lifetime; a blocked query sees it."""
+    import harness
+    s = start_sim("--leaf-cert-ttl", "3s")
+    _, h, leaf = s.api("GET", "/v1/agent/connect/ca/leaf/short")
+    st, h2, new = s.api("GET", "/v1/agent/connect/ca/leaf/short?index=%d&wait=1m" % simutil.index_of(h))
+    assert st == 200 and new["SerialNumber"] != leaf["SerialNumber"]
+    assert simutil.index_of(h2) > simutil.index_of(h)
+    _ = harness

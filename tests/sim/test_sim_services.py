@@ -198,3 +198,19 @@ def test_method_and_unknown_path(msim):
     st, _, text = msim.api("GET", "/v1/nope")
     assert st == 404
     _ = simutil
+
+
+def test_ttl_expiry_and_unknown_ids_without_acls(start_sim):
+    s = start_sim()
+    _reg(s, {"Name": "ttl", "Port": 1, "Checks": [{"TTL": "1s"}, {"CheckID": "mine", "TTL": "1h"}]})
+    checks = s.api("GET", "/v1/agent/checks")[2]
+    assert set(checks) == {"service:ttl:1", "mine"}
+    assert s.api("PUT", "/v1/agent/check/pass/service:ttl:1")[0] == 200
+    assert s.api("GET", "/v1/agent/checks")[2]["service:ttl:1"]["Status"] == "passing"
+    import harness
+    harness.wait_until(lambda: s.api("GET", "/v1/agent/checks")[2]["service:ttl:1"]["Output"] == "TTL expired",
+                       30, what="TTL expiry")
+    assert s.api("GET", "/v1/agent/checks")[2]["service:ttl:1"]["Status"] == "critical"
+    st, _, text = s.api("PUT", "/v1/agent/check/pass/nope")
+    assert (st, text) == (500, 'CheckID "nope" does not have associated TTL')
+    assert s.api("PUT", "/v1/agent/service/deregister/nope")[0] == 200
