@@ -528,6 +528,19 @@ upstream_same(const struct upstream_cfg *a, const struct upstream_cfg *b)
 	    a->local_bind_port == b->local_bind_port && a->connect_timeout_ms == b->connect_timeout_ms;
 }
 
+static int
+is_wildcard(const char *a)
+{
+	return strcmp(a, "0.0.0.0") == 0 || strcmp(a, "::") == 0 || strcmp(a, "") == 0;
+}
+
+/* Two listeners on one port collide when their addresses are equal or either is a wildcard. */
+static int
+listeners_overlap(const char *a, int aport, const char *b, int bport)
+{
+	return aport == bport && (strcmp(a, b) == 0 || is_wildcard(a) || is_wildcard(b));
+}
+
 /*
  * Appends the upstreams of array arr to c. An exact duplicate of one already there (an agent that
  * reports legacy Config.upstreams beside Upstreams) is dropped; two upstreams on one listen address:port
@@ -557,8 +570,8 @@ decode_upstreams(struct dctx *d, const json_t *arr, enum ushape shape, const cha
 				dup = 1;
 				break;
 			}
-			if (c->upstreams[j].local_bind_port == u.local_bind_port &&
-			    strcmp(c->upstreams[j].local_bind_address, u.local_bind_address) == 0) {
+			if (listeners_overlap(c->upstreams[j].local_bind_address, c->upstreams[j].local_bind_port,
+			    u.local_bind_address, u.local_bind_port)) {
 				seterr(d, "%s: listen address %s:%d is already used by the upstream %s", p,
 				    u.local_bind_address, u.local_bind_port, c->upstreams[j].dest_name);
 				upstream_free(&u);
@@ -675,10 +688,12 @@ cfg_init(struct proxy_cfg *c)
 	c->handshake_timeout_ms = DEFAULT_HANDSHAKE_MS;
 }
 
-/* Fills the string defaults that are still NULL. */
+/* Fills the string defaults that are still NULL; refuses an upstream listening where the public listener does. */
 static int
 cfg_finish(struct dctx *d, struct proxy_cfg *c)
 {
+	size_t i;
+
 	if (c->content_hash == NULL && dupstr(d, &c->content_hash, "") == -1)
 		return -1;
 	if (c->bind_address == NULL && dupstr(d, &c->bind_address, DEFAULT_BIND_ADDRESS) == -1)
@@ -687,6 +702,12 @@ cfg_finish(struct dctx *d, struct proxy_cfg *c)
 		return -1;
 	if (c->target_service_id == NULL && dupstr(d, &c->target_service_id, "") == -1)
 		return -1;
+	for (i = 0; i < c->nupstreams; i++)
+		if (listeners_overlap(c->upstreams[i].local_bind_address, c->upstreams[i].local_bind_port,
+		    c->bind_address, c->bind_port))
+			return seterr(d, "upstream %s: listen address %s:%d collides with the public listener %s:%d",
+			    c->upstreams[i].dest_name, c->upstreams[i].local_bind_address,
+			    c->upstreams[i].local_bind_port, c->bind_address, c->bind_port);
 	return 0;
 }
 

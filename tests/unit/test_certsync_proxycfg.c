@@ -246,6 +246,11 @@ test_invalid_values(void **state)
 	    "Upstreams[0].Config.connect_timeout_ms: 1e+12 is out of range (0..86400000 ms)");
 	expect_managed_err(UP("{'DestinationName':'db','LocalBindPort':1},{'DestinationName':'cache','LocalBindPort':1}"),
 	    "Upstreams[1]: listen address 127.0.0.1:1 is already used by the upstream db");
+	expect_managed_err(UP("{'DestinationName':'db','LocalBindPort':1},"
+	    "{'DestinationName':'cache','LocalBindAddress':'0.0.0.0','LocalBindPort':1}"),
+	    "Upstreams[1]: listen address 0.0.0.0:1 is already used by the upstream db");
+	expect_managed_err(UP("{'DestinationName':'db','LocalBindPort':20199}"),
+	    "upstream db: listen address 127.0.0.1:20199 collides with the public listener 0.0.0.0:20199");
 	expect_managed_err(UP("{'DestinationName':'db','LocalBindPort':1,'Config':[]}"),
 	    "Upstreams[0].Config: not an object");
 	expect_managed_err(UP("7"), "Upstreams[0]: not an object");
