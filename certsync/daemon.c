@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <ev.h>
@@ -29,6 +30,7 @@
 #include "proxycfg.h"
 #include "render.h"
 #include "runtime.h"
+#include "snapshot.h"
 #include "supervise.h"
 
 #define APPLY_DELAY	0.02	/* coalesces a burst of answers into one apply */
@@ -137,6 +139,11 @@ struct daemon {
 	char			 spoe_path[PATH_MAX], master_sock[PATH_MAX], runtime_sock[PATH_MAX];
 	char			 spoa_sock[PATH_MAX], spoa_addr[PATH_MAX + 8];
 
+	/* last-known-good snapshot (snapshot.h): written while serving, read when the agent is away */
+	struct snapshot_keeper	*snap;
+	bool			 snap_tried, from_snapshot;
+	char			 spoa_snap_path[PATH_MAX];	/* connect-spoa's decision cache */
+
 	ev_timer		 apply_timer, retry_timer, resync_timer;
 	bool			 stopping;
 	int			 stops_pending;
@@ -232,6 +239,17 @@ slots_reset(struct abackend *b)
 		memset(&b->slots[i], 0, sizeof(b->slots[i]));
 		snprintf(b->slots[i].addr, sizeof(b->slots[i].addr), "0.0.0.0");
 		b->slots[i].known = true;
+	}
+}
+
+static void
+slots_unknown(struct abackend *b)
+{
+	unsigned i;
+
+	for (i = 0; i < b->nslots; i++) {
+		b->slots[i].known = false;
+		b->slots[i].inflight = false;
 	}
 }
 
@@ -553,6 +571,152 @@ config_answer(struct daemon *d, int rc, struct proxy_cfg *c, struct proxycfg_war
 	schedule_apply(d, APPLY_DELAY);
 }
 
+/* ---- last-known-good snapshot (snapshot.h) ---- */
+
+/* Writes the state now serving (the rendered config runs, the files are written) if it changed. */
+static void
+save_snapshot(struct daemon *d)
+{
+	static char empty[] = "";
+	struct certsync_snapshot s;
+	struct snapshot_upstream *su = NULL;
+	char err[512];
+	size_t i, k;
+	int rc;
+
+	if (d->snap == NULL || !d->have_cfg || d->proxy_id == NULL)
+		return;
+	memset(&s, 0, sizeof(s));
+	s.proxy_id = d->proxy_id;
+	s.cfg = d->cfg;
+	s.leaf.path = d->leaf_path;
+	s.ca.path = d->ca_path;
+	if (d->nups > 0 && (su = calloc(d->nups, sizeof(*su))) == NULL)
+		fatal("calloc");
+	for (i = 0; i < d->nups && i < d->cfg.nupstreams; i++) {
+		struct up *u = d->ups[i];
+
+		su[i].dest_name = d->cfg.upstreams[i].dest_name;
+		su[i].datacenter = d->cfg.upstreams[i].datacenter;
+		su[i].service = (char *)(uintptr_t)identity_of(u);
+		su[i].at = u->inst.n > 0 ? 1 : 0;
+		if (u->inst.n > 0 && (su[i].instances = calloc(u->inst.n, sizeof(*su[i].instances))) == NULL)
+			fatal("calloc");
+		su[i].ninstances = u->inst.n;
+		for (k = 0; k < u->inst.n; k++) {
+			su[i].instances[k].addr = u->inst.v[k].addr;
+			su[i].instances[k].port = u->inst.v[k].port;
+			su[i].instances[k].node = u->inst.v[k].node != NULL ? u->inst.v[k].node : empty;
+			su[i].instances[k].datacenter = u->inst.v[k].datacenter != NULL ? u->inst.v[k].datacenter :
+			    empty;
+			su[i].instances[k].service_id = u->inst.v[k].service_id != NULL ? u->inst.v[k].service_id :
+			    empty;
+		}
+	}
+	s.upstreams = su;
+	s.nupstreams = d->nups;
+	rc = snapshot_keeper_update(d->snap, &s, (int64_t)time(NULL), err, sizeof(err));
+	if (rc == -1)
+		log_warnx("cannot write the snapshot %s: %s", snapshot_keeper_path(d->snap), err);
+	else if (rc == 1)
+		log_debug("snapshot %s written", snapshot_keeper_path(d->snap));
+	for (i = 0; i < d->nups; i++)
+		free(su != NULL ? su[i].instances : NULL);
+	free(su);
+}
+
+/*
+ * The agent cannot be reached and no configuration is known yet: serve the last good state from the
+ * snapshot, if it is this proxy's and its certificate files are intact and unexpired. The watches go on
+ * trying and take over when the agent answers.
+ */
+static void
+restore_snapshot(struct daemon *d)
+{
+	struct certsync_snapshot s;
+	struct leaf_cert l;
+	struct ca_roots r;
+	enum snapshot_status st;
+	int64_t now = (int64_t)time(NULL);
+	const char *path;
+	char err[512];
+	size_t i, k;
+
+	if (d->snap == NULL || d->snap_tried || d->have_cfg || d->o.once)
+		return;
+	d->snap_tried = true;
+	path = snapshot_keeper_path(d->snap);
+	memset(&l, 0, sizeof(l));
+	memset(&r, 0, sizeof(r));
+	st = snapshot_load(path, d->proxy_id, d->proxy_id == NULL ? d->o.sidecar_for : NULL, &s, err, sizeof(err));
+	if (st == SNAPSHOT_MISSING) {
+		log_info("the agent is unreachable and there is no snapshot yet (%s): waiting for the agent", path);
+		return;
+	}
+	if (st == SNAPSHOT_OK && (strcmp(s.leaf.path, d->leaf_path) != 0 || strcmp(s.ca.path, d->ca_path) != 0)) {
+		snprintf(err, sizeof(err), "its certificate files are not this data dir's");
+		st = SNAPSHOT_UNUSABLE;
+	}
+	if (st == SNAPSHOT_OK)
+		st = snapshot_check_files(&s, now, err, sizeof(err));
+	if (st == SNAPSHOT_OK &&
+	    (read_file_capped(d->leaf_path, SNAPSHOT_CERT_MAX, &l.pem, &l.pem_len, err, sizeof(err)) == -1 ||
+	    read_file_capped(d->ca_path, SNAPSHOT_CERT_MAX, &r.pem, &r.pem_len, err, sizeof(err)) == -1))
+		st = SNAPSHOT_UNUSABLE;
+	if (st != SNAPSHOT_OK) {
+		log_warnx("the agent is unreachable; ignoring the snapshot %s (%s: %s): waiting for the agent", path,
+		    snapshot_status_str(st), err);
+		leaf_cert_free(&l);
+		ca_roots_free(&r);
+		snapshot_free(&s);
+		return;
+	}
+	l.serial = xstrdup("(snapshot)");
+	l.service = xstrdup(s.cfg.target_service_name);
+	if (d->proxy_id == NULL) {
+		d->proxy_id = xstrdup(s.proxy_id);
+		d->mode = CFG_SERVICE;
+		start_config_watch(d);
+	}
+	if (proxycfg_copy(&d->cfg, &s.cfg) == -1)
+		fatalx("out of memory");
+	d->have_cfg = true;
+	d->leaf = l;
+	d->have_leaf = true;
+	d->roots = r;
+	d->have_roots = true;
+	start_cert_watches(d);
+	ups_reconcile(d);
+	for (i = 0; i < d->nups && i < s.nupstreams; i++) {
+		struct up *u = d->ups[i];
+		const struct snapshot_upstream *su = &s.upstreams[i];
+
+		instance_list_free(&u->inst);
+		if (su->ninstances > 0 && (u->inst.v = calloc(su->ninstances, sizeof(*u->inst.v))) == NULL)
+			fatal("calloc");
+		for (k = 0; k < su->ninstances; k++) {
+			u->inst.v[k].addr = xstrdup(su->instances[k].addr);
+			u->inst.v[k].port = su->instances[k].port;
+			u->inst.v[k].node = xstrdup(su->instances[k].node);
+			u->inst.v[k].datacenter = xstrdup(su->instances[k].datacenter);
+			u->inst.v[k].service_id = xstrdup(su->instances[k].service_id);
+		}
+		u->inst.n = su->ninstances;
+		if (u->type == DEST_PREPARED_QUERY && strcmp(su->service, u->dest) != 0)
+			u->inst.query_service = xstrdup(su->service);
+		u->answered = true;
+	}
+	if (snapshot_keeper_prime(d->snap, &s, err, sizeof(err)) == -1)
+		log_debug("snapshot: %s", err);
+	log_warnx("the agent is unreachable: serving proxy %s from the snapshot %s written %lld s ago (config of "
+	    "%lld s ago, %zu upstream(s); leaf certificate valid for %lld s more)", d->proxy_id, path,
+	    (long long)(now - s.written_at), (long long)(now - s.cfg_at), s.nupstreams,
+	    (long long)(s.leaf_not_after - now));
+	d->from_snapshot = true;
+	snapshot_free(&s);
+	schedule_apply(d, 0);
+}
+
 /* Counts answers saying the proxy is gone; exits 0 once it is clearly deregistered. */
 static void
 proxy_gone(struct daemon *d, const char *why)
@@ -579,7 +743,10 @@ cfg_failure(struct daemon *d, const struct consul_resp *r)
 	if (r->status >= 200 && r->status < 300) {
 		if (d->cfg_failing)
 			log_info("proxy %s: configuration watch resumed", d->proxy_id);
+		if (d->from_snapshot)
+			log_info("proxy %s: the agent answers: its watches take over from the snapshot", d->proxy_id);
 		d->cfg_failing = false;
+		d->from_snapshot = false;
 		return false;
 	}
 	if (r->status != 404) {
@@ -589,6 +756,7 @@ cfg_failure(struct daemon *d, const struct consul_resp *r)
 		d->cfg_failing = true;
 		if (d->o.once)
 			daemon_shutdown(d, 1);
+		restore_snapshot(d);
 	}
 	return true;
 }
@@ -756,6 +924,8 @@ on_sidecar_services(void *arg, const struct consul_resp *r)
 			daemon_shutdown(d, 1);
 		else
 			ev_timer_again(d->loop, &d->retry_timer);
+		if (r->status == 0 || r->status >= 500)
+			restore_snapshot(d);
 		return;
 	}
 	if (proxycfg_find_sidecar(r->body, r->len, d->o.sidecar_for, &id, err, sizeof(err)) == -1) {
@@ -874,6 +1044,8 @@ write_candidate(struct daemon *d, char *err, size_t errlen)
 static void
 commit_candidate(struct daemon *d)
 {
+	size_t i;
+
 	free(d->hcfg);
 	free(d->spoe);
 	d->hcfg = d->cand_hcfg;
@@ -886,6 +1058,8 @@ commit_candidate(struct daemon *d)
 	d->nab = d->ncb;
 	d->cb = NULL;
 	d->ncb = 0;
+	for (i = 0; i < d->nab; i++)
+		slots_unknown(&d->ab[i]);
 	d->roots_rt_gen = d->cand_roots_gen;
 	/* a fresh worker read the leaf file, which holds the newest leaf */
 	d->leaf_rt_gen = d->leaf_gen;
@@ -949,6 +1123,10 @@ spoa_start(struct daemon *d)
 		argv[n++] = "-token-file";
 		argv[n++] = (char *)(uintptr_t)d->o.spoa_token_file;
 	}
+	if (d->snap != NULL) {
+		argv[n++] = "-snapshot";
+		argv[n++] = d->spoa_snap_path;
+	}
 	argv[n] = NULL;
 	memset(&so, 0, sizeof(so));
 	so.name = "connect-spoa";
@@ -976,9 +1154,12 @@ hap_on_ready(void *arg, pid_t worker)
 	size_t i;
 
 	log_info("haproxy worker %d ready", (int)worker);
-	/* A new worker starts from the files: slots in maintenance, the leaf as last written. */
+	/*
+	 * A new worker starts from the files: the leaf as last written, server slots in maintenance or as
+	 * the server-state file saved before a reload had them. Either way: set every slot again.
+	 */
 	for (i = 0; i < d->nab; i++)
-		slots_reset(&d->ab[i]);
+		slots_unknown(&d->ab[i]);
 	if (d->hs == HS_RUNNING) {
 		/* restarted after a crash: it runs the last good config and the newest files */
 		d->leaf_rt_gen = d->leaf_gen;
@@ -1078,6 +1259,20 @@ reload_done(void *arg, int rc, const char *err)
 		commit_candidate(d);
 	}
 	schedule_apply(d, 0);
+}
+
+static int
+begin_reload(struct daemon *d, char *err, size_t errlen)
+{
+	/*
+	 * A fresh worker starts with every upstream slot in maintenance until hap_on_ready sets them again:
+	 * new upstream connections in that short window fail (see the report: a server-state file in the
+	 * template would close it).
+	 */
+	if (hap_reload(d->hap, reload_done, d, err, errlen) == -1)
+		return -1;
+	d->hs = HS_RELOADING;
+	return 0;
 }
 
 static int
@@ -1482,13 +1677,14 @@ apply(struct daemon *d)
 		}
 		d->cand_roots_gen = d->roots_gen;
 		log_info("reloading haproxy: %s", differs ? "configuration changed" : "CA roots changed");
-		if (hap_reload(d->hap, reload_done, d, err, sizeof(err)) == -1) {
+		if (begin_reload(d, err, sizeof(err)) == -1) {
 			reload_failed(d, err);
 			goto runtime;
 		}
-		d->hs = HS_RELOADING;
 		return;
 	}
+	/* What the agent says runs now (config, files): keep it as the last known good state. */
+	save_snapshot(d);
 runtime:
 	if (d->hs != HS_RUNNING)
 		return;
@@ -1582,6 +1778,11 @@ daemon_new(struct ev_loop *loop, const struct daemon_opts *o, char *err, size_t 
 	if (o->proxy_id != NULL) {
 		d->proxy_id = xstrdup(o->proxy_id);
 		d->mode = o->managed ? CFG_MANAGED : CFG_SERVICE;
+	}
+	if (o->snapshot_path != NULL && !o->once) {
+		snprintf(d->spoa_snap_path, sizeof(d->spoa_snap_path), "%s/decisions.snapshot", dir);
+		if ((d->snap = snapshot_keeper_new(o->snapshot_path)) == NULL)
+			fatal("snapshot");
 	}
 	return d;
 }
@@ -1732,5 +1933,6 @@ daemon_free(struct daemon *d)
 	free(d->spoa_target);
 	free(d->leaf_service);
 	free(d->proxy_id);
+	snapshot_keeper_free(d->snap);
 	free(d);
 }

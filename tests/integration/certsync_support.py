@@ -52,6 +52,8 @@ def start_certsync(procs, sim, data_dir, args, name=CERTSYNC, env=None, log_leve
     argv = [harness.bin_path("connect-certsync"), "-http-addr", sim.http_addr, "-data-dir", data_dir,
             "-log-level", log_level, "-spoa-bin", harness.bin_path("connect-spoa"),
             "-haproxy-bin", spoa_support.HAPROXY, "-nbthread", "1"] + list(args)
+    if os.environ.get("HC_TEMPLATE_DIR"):
+        argv += ["-template-dir", os.environ["HC_TEMPLATE_DIR"]]
     e = {"CONSUL_HTTP_TOKEN": "", "CONSUL_HTTP_ADDR": "", "CONNECT_PROXY_ID": "", "CONSUL_PROXY_ID": ""}
     e.update(env or {})
     return procs.start(name, argv, env=e)
