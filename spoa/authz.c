@@ -31,6 +31,7 @@
 #define AUTHZ_FLIGHT_BUCKETS	1024
 #define AUTHZ_AGENT_TIMEOUT	10.0	/* an agent call outlives its deadline to fill the cache */
 #define AUTHZ_REASON_MAX	256
+#define IDMEMO_SLOTS		1024	/* parsed certificates remembered, direct-mapped */
 
 enum watch_state {
 	WATCH_STARTING,	/* no answer yet */
@@ -79,6 +80,31 @@ struct authz_pending {
 	void			*arg;
 };
 
+/*
+ * Parsing a certificate (d2i_X509) costs far more than the rest of a cached decision, and HAProxy
+ * sends the same caller certificate again and again: remember the identity found in the last DER
+ * blobs seen, keyed by their exact bytes. Same bytes, same answer; a hit allocates nothing.
+ */
+struct idmemo {
+	uint64_t		 hash;
+	size_t			 derlen;
+	int			 ok;
+	const char		*uri;		/* ok: all point into data[] */
+	size_t			 ulen;
+	const char		*service;
+	const char		*serial;
+	const char		*err;		/* !ok */
+	uint8_t			 data[];	/* der, then the strings */
+};
+
+/* A caller's identity as authz_check needs it; the strings live in a memo entry or a spiffe_id. */
+struct who {
+	const char		*uri;
+	size_t			 ulen;
+	const char		*service;
+	const char		*serial;
+};
+
 struct authz {
 	struct ev_loop		*loop;
 	struct consul_client	*consul;
@@ -90,6 +116,7 @@ struct authz {
 	struct flight		*flights[AUTHZ_FLIGHT_BUCKETS];
 	int			 warned_watch_403;
 	int			 warned_authorize_403;
+	struct idmemo		*idmemo[IDMEMO_SLOTS];
 };
 
 static double
@@ -453,9 +480,9 @@ flight_find(struct authz *a, uint64_t h, const char *t, size_t tlen, const char 
 }
 
 static struct flight *
-flight_start(struct authz *a, struct authz_target *t, uint64_t h, const struct spiffe_id *id)
+flight_start(struct authz *a, struct authz_target *t, uint64_t h, const struct who *id)
 {
-	size_t ulen = strlen(id->uri);
+	size_t ulen = id->ulen;
 	struct flight *f;
 	json_t *body;
 	char *js;
@@ -497,6 +524,77 @@ flight_start(struct authz *a, struct authz_target *t, uint64_t h, const struct s
 	return f;
 }
 
+/* ---- caller identities ---- */
+
+/* 64-bit multiply-xor hash over the DER, 8 bytes at a time. */
+static uint64_t
+der_hash(const uint8_t *p, size_t n)
+{
+	uint64_t h = 0x9e3779b97f4a7c15ULL ^ (n * 0xff51afd7ed558ccdULL), w;
+
+	while (n >= 8) {
+		memcpy(&w, p, 8);
+		h = (h ^ w) * 0xc4ceb9fe1a85ec53ULL;
+		h ^= h >> 31;
+		p += 8;
+		n -= 8;
+	}
+	w = 0;
+	memcpy(&w, p, n);
+	h = (h ^ w) * 0xc4ceb9fe1a85ec53ULL;
+	return h ^ (h >> 29);
+}
+
+/* The identity in a DER certificate, parsed once per distinct certificate. NULL when out of memory. */
+static const struct idmemo *
+identity_from_der(struct authz *a, const uint8_t *der, size_t len)
+{
+	uint64_t h = der_hash(der, len);
+	struct idmemo **slot = &a->idmemo[h & (IDMEMO_SLOTS - 1)], *m;
+	struct spiffe_id id;
+	char err[AUTHZ_REASON_MAX];
+	size_t ulen = 0, slen = 0, nlen = 0, elen = 0;
+	char *d;
+	int ok;
+
+	m = *slot;
+	if (m != NULL && m->hash == h && m->derlen == len && memcmp(m->data, der, len) == 0)
+		return m;
+	ok = spiffe_from_der(der, len, &id, err, sizeof(err)) == 0;
+	if (ok) {
+		ulen = strlen(id.uri);
+		slen = strlen(id.service);
+		nlen = strlen(id.serial);
+	} else
+		elen = strlen(err);
+	if ((m = malloc(sizeof(*m) + len + ulen + slen + nlen + elen + 4)) == NULL)
+		return NULL;
+	m->hash = h;
+	m->derlen = len;
+	m->ok = ok;
+	memcpy(m->data, der, len);
+	d = (char *)m->data + len;
+	m->uri = d;
+	memcpy(d, id.uri, ulen);
+	d[ulen] = '\0';
+	d += ulen + 1;
+	m->ulen = ulen;
+	m->service = d;
+	memcpy(d, id.service, slen);
+	d[slen] = '\0';
+	d += slen + 1;
+	m->serial = d;
+	memcpy(d, id.serial, nlen);
+	d[nlen] = '\0';
+	d += nlen + 1;
+	m->err = d;
+	memcpy(d, err, elen);
+	d[elen] = '\0';
+	free(*slot);
+	*slot = m;
+	return m;
+}
+
 /* ---- the interface ---- */
 
 static int
@@ -523,11 +621,13 @@ authz_check(void *ctx, const struct authz_query *q, authz_done_cb *done, void *a
 	struct authz_pending *p;
 	struct cache_entry *e;
 	struct spiffe_id id;
+	const struct idmemo *m;
+	struct who w;
 	struct flight *f;
 	const char *tname;
 	size_t tlen;
 	uint64_t h;
-	char err[AUTHZ_REASON_MAX], reason[AUTHZ_REASON_MAX];
+	char err[AUTHZ_REASON_MAX], reason[AUTHZ_REASON_MAX], svc[SPIFFE_SEGMENT_MAX + 1];
 
 	tname = q->target != NULL && q->target_len > 0 ? q->target : a->default_target;
 	tlen = q->target != NULL && q->target_len > 0 ? q->target_len :
@@ -543,50 +643,69 @@ authz_check(void *ctx, const struct authz_query *q, authz_done_cb *done, void *a
 		return NULL;
 	}
 	if (q->der != NULL && q->der_len > 0) {
-		if (spiffe_from_der(q->der, q->der_len, &id, err, sizeof(err)) == -1)
+		if ((m = identity_from_der(a, q->der, q->der_len)) == NULL) {
+			snprintf(err, sizeof(err), "out of memory");
 			goto bad_identity;
+		}
+		if (!m->ok) {
+			snprintf(err, sizeof(err), "%s", m->err);
+			goto bad_identity;
+		}
+		w.uri = m->uri;
+		w.ulen = m->ulen;
+		w.serial = m->serial;
+		snprintf(svc, sizeof(svc), "%s", m->service);
 	} else if (q->uri != NULL && q->uri_len > 0) {
 		if (spiffe_parse_uri(q->uri, q->uri_len, &id, err, sizeof(err)) == -1)
 			goto bad_identity;
+		w.uri = id.uri;
+		w.ulen = strlen(id.uri);
+		w.serial = id.serial;
+		snprintf(svc, sizeof(svc), "%s", id.service);
 	} else {
 		snprintf(err, sizeof(err), "no client certificate");
 		goto bad_identity;
 	}
+	w.service = svc;
 	if ((t = target_get(a, tname, tlen)) == NULL) {
-		answer(done, arg, false, true, id.service, "out of memory");
+		answer(done, arg, false, true, svc, "out of memory");
 		return NULL;
 	}
-	e = cache_lookup(a->cache, t->name, t->len, id.uri, strlen(id.uri));
+	e = cache_lookup(a->cache, t->name, t->len, w.uri, w.ulen);
 	if (e != NULL && cache_classify(e, mono_now(), fresh_for(a, t), INFINITY) == CACHE_FRESH) {
+		bool allow = e->allow;
+
 		spoa_metrics.cache_hits++;
-		log_decision(id.uri, t->name, e->allow, e->reason, "cached");
-		/* Copy out: done may re-enter and change the cache. */
+		log_decision(w.uri, t->name, allow, e->reason, "cached");
+		/* Copy out: done may re-enter and change the cache or the identity memo. */
 		snprintf(reason, sizeof(reason), "%s", e->reason);
-		answer(done, arg, e->allow, false, id.service, reason);
+		answer(done, arg, allow, false, svc, reason);
 		return NULL;
 	}
 	spoa_metrics.cache_misses++;
 	if ((p = calloc(1, sizeof(*p))) == NULL) {
-		answer(done, arg, false, true, id.service, "out of memory");
+		answer(done, arg, false, true, svc, "out of memory");
 		return NULL;
 	}
-	h = fnv(t->name, t->len, id.uri, strlen(id.uri));
-	f = flight_find(a, h, t->name, t->len, id.uri, strlen(id.uri));
+	h = fnv(t->name, t->len, w.uri, w.ulen);
+	f = flight_find(a, h, t->name, t->len, w.uri, w.ulen);
 	if (f == NULL) {
-		f = flight_start(a, t, h, &id);
+		f = flight_start(a, t, h, &w);
 		if (f == NULL) {
 			/* Could not even ask: treat like an unreachable agent for this one question. */
 			free(p);
-			e = cache_lookup(a->cache, t->name, t->len, id.uri, strlen(id.uri));
+			e = cache_lookup(a->cache, t->name, t->len, w.uri, w.ulen);
 			if (e != NULL && cache_classify(e, mono_now(), 0, a->opts.stale_if_error) !=
 			    CACHE_EXPIRED) {
+				bool allow = e->allow;
+
 				spoa_metrics.cache_stale_hits++;
 				snprintf(reason, sizeof(reason), "%s", e->reason);
-				log_decision(id.uri, t->name, e->allow, reason, "stale (request failed)");
-				answer(done, arg, e->allow, false, id.service, reason);
+				log_decision(w.uri, t->name, allow, reason, "stale (request failed)");
+				answer(done, arg, allow, false, svc, reason);
 			} else {
-				log_decision(id.uri, t->name, false, "agent request failed", "refused");
-				answer(done, arg, false, true, id.service, "agent unreachable: request setup failed");
+				log_decision(w.uri, t->name, false, "agent request failed", "refused");
+				answer(done, arg, false, true, svc, "agent unreachable: request setup failed");
 			}
 			return NULL;
 		}
@@ -711,6 +830,8 @@ authz_free(struct authz *a)
 		free(t->name);
 		free(t);
 	}
+	for (i = 0; i < IDMEMO_SLOTS; i++)
+		free(a->idmemo[i]);
 	cache_free(a->cache);
 	free(a->default_target);
 	free(a);

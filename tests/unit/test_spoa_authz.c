@@ -471,7 +471,13 @@ test_certificate_identity(void **state)
 	assert_true(run_until(&r.done, 1, 10));
 	assert_true(r.allow);
 	assert_string_equal(r.source_app, "web");
-	/* The agent was asked with the certificate's URI and colon-hex serial. */
+	/* The same certificate again: a cache hit, answered at once (the parsed identity is remembered). */
+	memset(&r, 0, sizeof(r));
+	assert_null(authz_check(h.authz, &q, done_cb, &r));
+	assert_int_equal(r.done, 1);
+	assert_true(r.allow);
+	assert_string_equal(r.source_app, "web");
+	/* The agent was asked once. */
 	assert_int_equal(http(control_port, "GET", "/_sim/requests?path=/v1/agent/connect/authorize", NULL,
 	    &reqs), 200);
 	dump = json_dumps(reqs, JSON_COMPACT);
@@ -492,8 +498,13 @@ test_certificate_identity(void **state)
 	assert_null(authz_check(h.authz, &q, done_cb, &r));
 	assert_false(r.allow);
 	assert_non_null(strstr(r.reason, "bad certificate"));
+	/* Asked again (remembered as bad): the same answer. */
+	memset(&r, 0, sizeof(r));
+	assert_null(authz_check(h.authz, &q, done_cb, &r));
+	assert_false(r.allow);
+	assert_non_null(strstr(r.reason, "bad certificate"));
 	assert_int_equal(agent_requests("/v1/agent/connect/authorize"), 1);
-	assert_int_equal(spoa_metrics.decisions_error, 2);
+	assert_int_equal(spoa_metrics.decisions_error, 3);
 	harness_free(&h);
 	OPENSSL_free(der);
 	X509_free(x);
