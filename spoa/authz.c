@@ -28,6 +28,7 @@
 
 #define AUTHZ_TARGET_MAX	255
 #define AUTHZ_MAX_WATCHED	1024	/* targets with an intentions watch; more fall back to the TTL */
+#define AUTHZ_MAX_TARGETS	4096	/* distinct targets at all; more are denied */
 #define AUTHZ_FLIGHT_BUCKETS	1024
 #define AUTHZ_AGENT_TIMEOUT	10.0	/* an agent call outlives its deadline to fill the cache */
 #define AUTHZ_REASON_MAX	256
@@ -249,7 +250,7 @@ target_get(struct authz *a, const char *name, size_t len)
 	for (t = a->targets; t != NULL; t = t->next)
 		if (t->len == len && memcmp(t->name, name, len) == 0)
 			return t;
-	if ((t = calloc(1, sizeof(*t))) == NULL || (t->name = strndup(name, len)) == NULL) {
+	if (a->ntargets >= AUTHZ_MAX_TARGETS || (t = calloc(1, sizeof(*t))) == NULL || (t->name = strndup(name, len)) == NULL) {
 		free(t);
 		return NULL;
 	}
@@ -668,7 +669,7 @@ authz_check(void *ctx, const struct authz_query *q, authz_done_cb *done, void *a
 	}
 	w.service = svc;
 	if ((t = target_get(a, tname, tlen)) == NULL) {
-		answer(done, arg, false, true, svc, "out of memory");
+		answer(done, arg, false, true, svc, "too many target services (or out of memory)");
 		return NULL;
 	}
 	e = cache_lookup(a->cache, t->name, t->len, w.uri, w.ulen);

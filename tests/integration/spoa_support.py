@@ -69,10 +69,15 @@ def start_echo(procs):
     return port
 
 
-def start_spoa(procs, sim, target="db", args=(), name="connect-spoa", port=None):
-    """connect-spoa listening on a free port against the simulator; returns (proc, port)."""
-    port = port or harness.free_port()
-    argv = [harness.bin_path("connect-spoa"), "-listen", "127.0.0.1:%d" % port, "-http-addr", sim.http_addr,
+def start_spoa(procs, sim, target="db", args=(), name="connect-spoa", port=None, listen=None):
+    """connect-spoa listening on a free port (or on listen, e.g. "unix:/path") against the simulator;
+    returns (proc, port); port is the listen string when listen is given."""
+    if listen is None:
+        port = port or harness.free_port()
+        listen = "127.0.0.1:%d" % port
+    else:
+        port = listen
+    argv = [harness.bin_path("connect-spoa"), "-listen", listen, "-http-addr", sim.http_addr,
             "-target", target, "-log-level", "debug"] + list(args)
     proc = procs.start(name, argv, env={"CONSUL_HTTP_TOKEN": "", "CONSUL_HTTP_ADDR": ""})
     harness.wait_until(lambda: "listening on" in proc.log() or not proc.alive(), 10, what="connect-spoa")
@@ -125,13 +130,18 @@ backend spoa-backend
   timeout connect 1s
   timeout server 1m
   option spop-check
-  server spoa1 127.0.0.1:{spoa} check inter 500ms
+  server spoa1 {spoa} check inter 500ms
 """
 
 
 def haproxy_cfg(workdir, port, crt, ca, echo_port, spoa_port, processing="1s"):
-    """Writes haproxy.cfg and spoe.conf into workdir; returns (cfg_path, stats_socket_path)."""
+    """Writes haproxy.cfg and spoe.conf into workdir; returns (cfg_path, stats_socket_path).
+    spoa_port: a TCP port on 127.0.0.1, or "unix:/path" for a unix socket."""
     workdir = str(workdir)
+    if isinstance(spoa_port, str) and spoa_port.startswith("unix:"):
+        spoa_port = "unix@" + spoa_port[len("unix:"):]
+    else:
+        spoa_port = "127.0.0.1:%d" % int(spoa_port)
     spoe = _write(os.path.join(workdir, "spoe.conf"), SPOE_CONF.format(processing=processing), 0o644)
     stats = os.path.join(workdir, "stats.sock")
     cfg = _write(os.path.join(workdir, "haproxy.cfg"), HAPROXY_CFG.format(
@@ -208,11 +218,11 @@ def spoa_server_up(stats_path):
     return False
 
 
-def setup_stack(procs, sim, tmp_path, spoa_args=(), target="db"):
+def setup_stack(procs, sim, tmp_path, spoa_args=(), target="db", spoa_listen=None):
     """Simulator-backed connect-spoa + HAProxy + echo. Returns a dict with ports, paths and procs."""
     crt, ca = write_server_cert(sim, tmp_path, target)
     echo = start_echo(procs)
-    spoa, spoa_port = start_spoa(procs, sim, target=target, args=spoa_args)
+    spoa, spoa_port = start_spoa(procs, sim, target=target, args=spoa_args, listen=spoa_listen)
     port = harness.free_port()
     cfg, stats = haproxy_cfg(tmp_path, port, crt, ca, echo, spoa_port)
     hap = start_haproxy(procs, cfg, port)
