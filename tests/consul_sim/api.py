@@ -205,16 +205,22 @@ class AgentAPI:
         return Response(200, out)
 
     def agent_service(self, req, sid):
-        authz_token = self.token(req)
         st = self.st
+        if sid in st.managed:
+            # Consul answers for a managed proxy through the proxy config endpoint's rules.
+            raw = req.raw_token()
+            with st.cond:
+                m = st.managed[sid]
+                self._verify_proxy_token(raw, m["TargetServiceName"], sid)
+        authz_token = self.token(req)
 
         def compute():
-            svc = st.services.get(sid)
-            if svc is None:
+            v = st.agent_service_by_id(sid)
+            if v is None:
                 return None
-            body = st.agent_service(svc)
-            body["ContentHash"] = ""
-            h = st.content_hash(body)
+            hash_input, body = v
+            body = dict(body)
+            h = st.content_hash(hash_input)
             body["ContentHash"] = h
             return h, body
 
@@ -223,7 +229,7 @@ class AgentAPI:
             svc = st.services.get(sid)
             if svc is None:
                 raise APIError(404, "unknown proxy service ID: %s" % sid)
-            if authz is not None and not authz.service_read(svc["Service"]):
+            if authz is not None and sid not in st.managed and not authz.service_read(svc["Service"]):
                 raise permission_denied()
             v = self.block_hash(req, compute)
         if v is None:
@@ -242,7 +248,6 @@ class AgentAPI:
                     if not c["ServiceName"] and not authz.node_read(self.st.opts.node_name):
                         continue
                 out[cid] = self.st.render_check(c, with_index=False)
-                del out[cid]["CreateIndex"], out[cid]["ModifyIndex"]
         return Response(200, out)
 
     def service_register(self, req, _):
@@ -323,20 +328,26 @@ class AgentAPI:
         st = self.st
         raw = req.raw_token()
 
+        is_proxy_token = False
+
         def compute():
             body = st.managed_config(proxy_id)
             if body is None:
                 return None
-            body["ContentHash"] = ""
-            h = st.content_hash(body)
+            h = st.content_hash(st.managed_hash_input(proxy_id))
             body["ContentHash"] = h
+            if is_proxy_token and st.version >= (1, 3, 0) and "telemetry" not in body["Config"]:
+                body["Config"]["telemetry"] = st.proxy_telemetry(body["TargetServiceID"])
             return h, body
 
         with st.cond:
             m = st.managed.get(proxy_id)
-            if m is None or st.services.get(m["TargetServiceID"]) is None:
+            if m is None:
                 raise APIError(404, "unknown proxy service ID: %s" % proxy_id)
+            if st.services.get(m["TargetServiceID"]) is None:
+                raise APIError(404, "unknown target service ID: %s" % m["TargetServiceID"])
             self._verify_proxy_token(raw, m["TargetServiceName"], proxy_id)
+            is_proxy_token = st.proxy_for_token(raw) is not None
             v = self.block_hash(req, compute)
         if v is None:
             raise APIError(404, "unknown proxy service ID: %s" % proxy_id)

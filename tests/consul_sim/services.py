@@ -3,6 +3,7 @@
 A mixin of State: every method runs with State.cond held by the caller or takes it itself.
 """
 import copy
+import random
 import time
 import uuid
 
@@ -32,11 +33,13 @@ def _multierror(errs):
 class Services:
     # ------------------------------------------------------------------ registration
     def _alloc_port(self, rng, exclude_id=None):
+        """A random port of rng not used by another local service (Consul walks rand.Perm of the range)."""
         used = {s["Port"] for sid, s in self.services.items() if sid != exclude_id}
-        for p in range(rng[0], rng[1] + 1):
-            if p not in used:
-                return p
-        raise APIError(500, "No free port in range %d-%d" % rng)
+        free = [p for p in range(rng[0], rng[1] + 1) if p not in used]
+        if not free:
+            raise APIError(500, "no port provided for sidecar_service and none left in the configured range "
+                                "[%d, %d]" % rng)
+        return random.choice(free)
 
     def _check_defs(self, svc_def):
         defs = []
@@ -213,20 +216,19 @@ class Services:
         return old
 
     def _sidecar(self, parent, sc, token, authz):
+        # agent/sidecar_service.go (1.3-1.5): the ID is always <id>-sidecar-proxy; Kind, Name, Address and the
+        # Proxy destination/local service default from the parent; tags and meta are not inherited.
         sc = dict(sc)
-        sc.setdefault("Kind", "connect-proxy")
         if not sc.get("Kind"):
             sc["Kind"] = "connect-proxy"
-        sc["ID"] = sc.get("ID") or "%s-sidecar-proxy" % parent["ID"]
+        sc["ID"] = "%s-sidecar-proxy" % parent["ID"]
         sc["Name"] = sc.get("Name") or "%s-sidecar-proxy" % parent["Service"]
-        if sc.get("Tags") is None:
-            sc["Tags"] = list(parent["Tags"])
-        if sc.get("Meta") is None:
-            sc["Meta"] = dict(parent["Meta"])
+        sc["Address"] = sc.get("Address") or parent["Address"]
+        if sc.get("Token"):
+            token = sc["Token"]
         p = dict(sc.get("Proxy") or {})
-        p["DestinationServiceName"] = parent["Service"]
-        p["DestinationServiceID"] = parent["ID"]
-        p.setdefault("LocalServiceAddress", None)
+        p["DestinationServiceName"] = p.get("DestinationServiceName") or parent["Service"]
+        p["DestinationServiceID"] = p.get("DestinationServiceID") or parent["ID"]
         p["LocalServiceAddress"] = p.get("LocalServiceAddress") or "127.0.0.1"
         p["LocalServicePort"] = p.get("LocalServicePort") or parent["Port"]
         sc["Proxy"] = p
@@ -239,8 +241,7 @@ class Services:
             raise permission_denied()
         cdefs = self._check_defs(sc)
         if not cdefs:
-            cdefs = [{"Name": "Connect Sidecar Listening",
-                      "TCP": "%s:%d" % (rec["Address"] or "127.0.0.1", rec["Port"]), "Interval": "10s"},
+            cdefs = [{"Name": "Connect Sidecar Listening", "TCP": "127.0.0.1:%d" % rec["Port"], "Interval": "10s"},
                      {"Name": "Connect Sidecar Aliasing %s" % parent["ID"], "AliasService": parent["ID"]}]
         return rec, cdefs
 
@@ -368,9 +369,11 @@ class Services:
                 out["Proxy"] = self.api_proxy(svc["Proxy"])
         m = self.managed.get(svc["ID"] + "-proxy")
         if m is not None and m["TargetServiceID"] == svc["ID"]:
-            mp = {"ExecMode": m["ExecMode"], "Command": list(m["Command"]) or self.default_proxy_command(),
-                  "Config": copy.deepcopy(m["Config"])}
-            if self.version >= (1, 3, 0):
+            # api.AgentServiceConnectProxy: every field omitempty.
+            mp = {"ExecMode": m["ExecMode"], "Command": list(m["Command"]) or self.default_proxy_command()}
+            if m["Config"]:
+                mp["Config"] = copy.deepcopy(m["Config"])
+            if self.version >= (1, 3, 0) and m["Upstreams"]:
                 mp["Upstreams"] = [self.api_upstream(u) for u in m["Upstreams"]]
             out["Connect"] = {"Proxy": mp}
         elif svc["Native"]:
@@ -487,6 +490,44 @@ class Services:
         out["ModifyIndex"] = ns["ModifyIndex"]
         return out
 
+    def agent_service_by_id(self, sid):
+        """GET /v1/agent/service/:id (1.3+): api.AgentService without indexes; for a managed proxy, Consul
+        translates its proxy config (bind_address/bind_port, local_service_address split) instead.
+        Returns (hash input, body without ContentHash) or None."""
+        if sid in self.managed:
+            cfg = self.managed_config(sid)
+            if cfg is None:
+                return None
+            host, _, port = cfg["Config"]["local_service_address"].rpartition(":")
+            svc = self.services.get(sid)
+            body = {"Kind": "connect-proxy", "ID": cfg["ProxyServiceID"],
+                    "Service": svc["Service"] if svc else sid, "Tags": None, "Meta": None,
+                    "Port": int(cfg["Config"]["bind_port"]), "Address": cfg["Config"]["bind_address"],
+                    "Weights": {"Passing": 0, "Warning": 0}, "EnableTagOverride": False,
+                    "Proxy": {"DestinationServiceName": cfg["TargetServiceName"],
+                              "DestinationServiceID": cfg["TargetServiceID"],
+                              "LocalServiceAddress": host.strip("[]"), "LocalServicePort": int(port),
+                              "Config": cfg["Config"], "Upstreams": cfg.get("Upstreams", [])}}
+            return self.managed_hash_input(sid), body
+        svc = self.services.get(sid)
+        if svc is None:
+            return None
+        body = self.agent_service(svc)
+        for k in ("CreateIndex", "ModifyIndex", "ProxyDestination"):
+            body.pop(k, None)
+        if body.get("Connect", {}).get("Proxy") is not None:
+            # Only Native is reported here, managed proxy settings are not.
+            del body["Connect"]
+        return body, body
+
+    def managed_hash_input(self, proxy_id):
+        """What Consul hashes for a managed proxy: the proxy as registered, not the defaults."""
+        m = self.managed.get(proxy_id)
+        target = self.services.get(m["TargetServiceID"]) if m else None
+        proxy_svc = self.services.get(proxy_id)
+        return {k: v for k, v in (m or {}).items() if k != "ProxyToken"}, proxy_svc, \
+            target["Port"] if target else None
+
     def managed_config(self, proxy_id):
         """The body of /v1/agent/connect/proxy/:id without ContentHash, or None."""
         m = self.managed.get(proxy_id)
@@ -503,8 +544,14 @@ class Services:
                "TargetServiceName": target["Service"], "ContentHash": "", "ExecMode": m["ExecMode"],
                "Command": list(m["Command"]) or self.default_proxy_command(), "Config": cfg}
         if self.version >= (1, 3, 0):
-            out["Upstreams"] = copy.deepcopy(m["Upstreams"])
+            out["Upstreams"] = [self.api_upstream(u) for u in m["Upstreams"]]
         return out
+
+    @staticmethod
+    def proxy_telemetry(target_id):
+        """Consul 1.3+ merges the agent's telemetry config (lib.TelemetryConfig, omitempty snake_case) into a
+        managed proxy's config when it is read with the proxy's own token."""
+        return {"filter_default": True, "metrics_prefix": "consul.proxy.%s" % target_id}
 
     def default_proxy_command(self):
         return ["consul", "connect", "proxy"]

@@ -20,7 +20,7 @@ def test_sidecar_registration(msim):
     sc = svcs["sc-web-sidecar-proxy"]
     assert sc["Kind"] == "connect-proxy" and sc["Service"] == "sc-web-sidecar-proxy"
     assert 21000 <= sc["Port"] <= 21255
-    assert sc["Tags"] == ["t1"] and sc["Meta"] == {"m": "1"}
+    assert sc["Tags"] == [] and sc["Meta"] == {}          # not inherited before Consul 1.6
     assert sc["Proxy"]["DestinationServiceName"] == "sc-web"
     assert sc["Proxy"]["DestinationServiceID"] == "sc-web"
     assert sc["Proxy"]["LocalServiceAddress"] == "127.0.0.1"
@@ -68,7 +68,10 @@ def test_unmanaged_proxy_1_3_and_1_2_forms(msim):
                 "Proxy": {"DestinationServiceName": "um-web", "LocalServicePort": 80}})
     _, _, s = msim.api("GET", "/v1/agent/service/um-proxy")
     assert s["Kind"] == "connect-proxy" and s["Proxy"]["DestinationServiceName"] == "um-web"
-    assert s["ProxyDestination"] == "um-web"
+    assert s["Proxy"]["LocalServicePort"] == 80 and s["Proxy"]["Upstreams"] == []
+    assert "LocalServiceAddress" not in s["Proxy"] and "Config" not in s["Proxy"]     # omitempty as api/agent.go
+    assert "ProxyDestination" not in s and "CreateIndex" not in s                     # not set by this endpoint
+    assert msim.api("GET", "/v1/agent/services")[2]["um-proxy"]["ProxyDestination"] == "um-web"
     _reg(msim, {"Name": "um-proxy2", "Kind": "connect-proxy", "Port": 9998, "ProxyDestination": "um-web"})
     _, _, s = msim.api("GET", "/v1/agent/service/um-proxy2")
     assert s["Proxy"]["DestinationServiceName"] == "um-web"
@@ -93,8 +96,19 @@ def test_managed_proxy_1_4(msim):
     assert cfg["TargetServiceName"] == "mp-web" and cfg["ExecMode"] == "daemon" and cfg["Command"] == ["/bin/true"]
     assert cfg["Config"] == {"bind_address": "127.0.0.1", "bind_port": p["Port"], "connect_timeout_ms": 1000,
                              "local_service_address": "127.0.0.1:8181"}
-    assert cfg["Upstreams"] == [{"DestinationType": "service", "DestinationNamespace": "", "DestinationName": "mp-db",
-                                 "Datacenter": "", "LocalBindAddress": "", "LocalBindPort": 1234, "Config": {}}]
+    assert cfg["Upstreams"] == [{"DestinationType": "service", "DestinationName": "mp-db", "LocalBindPort": 1234}]
+    assert "telemetry" not in cfg["Config"]          # only merged in for the proxy's own token
+    # /v1/agent/service/<managed proxy id> is Consul's translation of the proxy config.
+    st, h, asvc = msim.api("GET", "/v1/agent/service/mp-web-proxy")
+    assert st == 200 and asvc["ContentHash"] == cfg["ContentHash"] == h["X-Consul-ContentHash"]
+    assert (asvc["Kind"], asvc["ID"], asvc["Service"], asvc["Port"], asvc["Address"]) == \
+        ("connect-proxy", "mp-web-proxy", "mp-web-proxy", p["Port"], "127.0.0.1")
+    assert asvc["Proxy"]["DestinationServiceName"] == "mp-web" and asvc["Proxy"]["LocalServicePort"] == 8181
+    assert asvc["Proxy"]["LocalServiceAddress"] == "127.0.0.1" and asvc["Proxy"]["Upstreams"] == cfg["Upstreams"]
+    ptok = msim.control("GET", "/_sim/proxy/mp-web-proxy")["ProxyToken"]
+    st, h, pcfg = msim.api("GET", "/v1/agent/connect/proxy/mp-web-proxy", token=ptok)
+    assert pcfg["Config"]["telemetry"]["metrics_prefix"] == "consul.proxy.mp-web"
+    assert pcfg["ContentHash"] == cfg["ContentHash"]
     # Hash blocking: same hash times out unchanged, a re-registration with new config wakes it.
     hsh = cfg["ContentHash"]
     assert msim.api("GET", "/v1/agent/connect/proxy/mp-web-proxy?hash=%s&wait=100ms" % hsh)[2]["ContentHash"] == hsh
