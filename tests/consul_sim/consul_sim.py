@@ -75,6 +75,7 @@ class Sim:
         self.fault_lock = threading.Lock()
         self.requests = []
         self.req_lock = threading.Lock()
+        self.in_flight = 0
         self.listeners = {}
         self.supervisor = None
         self.log_level = LOG_LEVELS[opts.log_level]
@@ -86,6 +87,15 @@ class Sim:
 
     # ------------------------------------------------------------------ agent request path
     def agent_app(self, method, path, query, raw_query, headers, body, gen):
+        with self.req_lock:
+            self.in_flight += 1
+        try:
+            return self._agent_app(method, path, query, raw_query, headers, body, gen)
+        finally:
+            with self.req_lock:
+                self.in_flight -= 1
+
+    def _agent_app(self, method, path, query, raw_query, headers, body, gen):
         req = api.Request(method, path, query, headers, body, gen)
         self.record(req, raw_query)
         fault = self.take_fault(path)

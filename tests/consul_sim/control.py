@@ -72,6 +72,7 @@ class Control:
             out = st.dump()
             out["Listeners"] = {k: {"open": l.is_open, "port": l.port} for k, l in self.sim.listeners.items()}
             out["Faults"] = self.sim.list_faults()
+            out["InFlight"] = self.sim.in_flight
             return 200, out
         if path.startswith("/_sim/proxy/") and method == "GET":
             pid = path[len("/_sim/proxy/"):]

@@ -2,6 +2,7 @@
 address), and the never-closing control listener. One thread per connection; HTTP/1.1 keep-alive."""
 import http.server
 import os
+import select
 import socket
 import socketserver
 import ssl
@@ -20,6 +21,28 @@ class Generation:
         self.cut = False
         self.conns = set()
         self.lock = threading.Lock()
+
+
+class Conn:
+    """What a request handler may ask about its connection while it blocks."""
+
+    def __init__(self, gen, sock):
+        self.gen = gen
+        self.sock = sock
+
+    @property
+    def cut(self):
+        """True when an outage closed the listener or the client went away (EOF on the socket)."""
+        if self.gen.cut:
+            return True
+        try:
+            r, _, _ = select.select([self.sock], [], [], 0)
+            if not r:
+                return False
+            # Peek at the raw TCP stream (also under TLS): b"" means the peer closed its side.
+            return socket.socket.recv(self.sock, 1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except (OSError, ValueError):
+            return True
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -76,7 +99,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         query = urllib.parse.parse_qs(u.query, keep_blank_values=True)
         path = urllib.parse.unquote(u.path)
         status, headers, data = self.server.app(self.command, path, query, u.query, self.headers, body,
-                                                self.server.gen)
+                                                Conn(self.server.gen, self.request))
         if status is None:
             # The listener was cut (outage) while this request blocked: drop the connection, no answer.
             self.close_connection = True

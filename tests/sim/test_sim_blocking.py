@@ -50,3 +50,16 @@ def test_hundreds_of_parked_queries(msim):
         t.join(120)
     assert len(results) == n
     assert all(r[0] == 200 and simutil.index_of(r[1]) > idx and len(r[2]["many"]) == 1 for r in results)
+
+
+def test_client_going_away_frees_its_blocked_request(msim):
+    import socket
+    import harness
+    _, h, _ = msim.api("GET", "/v1/connect/intentions")
+    idx = simutil.index_of(h)
+    s = socket.create_connection(("127.0.0.1", msim.http_port))
+    s.sendall(("GET /v1/connect/intentions?index=%d&wait=10m HTTP/1.1\r\nHost: x\r\n\r\n" % idx).encode())
+    harness.wait_until(lambda: msim.control("GET", "/_sim/state")["InFlight"] == 1, 20, what="request parked")
+    s.close()
+    harness.wait_until(lambda: msim.control("GET", "/_sim/state")["InFlight"] == 0, 20,
+                       what="blocked request dropped after the client left")
