@@ -480,8 +480,14 @@ handle_notify(struct spoa_conn *c, const struct spop_frame *f)
 	for (i = 0; i < nq; i++) {
 		r->checks[i].req = r;
 		h = s->opts.check(s->opts.ctx, &q[i], check_done, &r->checks[i]);
-		if (!r->checks[i].done)
-			r->checks[i].handle = h;
+		if (r->checks[i].done)
+			continue;
+		if (h == NULL) {
+			/* Neither answered nor pending breaks authz's contract: deny now rather than stall. */
+			check_done(&r->checks[i], NULL);
+			continue;
+		}
+		r->checks[i].handle = h;
 	}
 	if (--r->outstanding == 0)
 		req_finish(r);

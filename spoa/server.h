@@ -10,6 +10,9 @@
  * Message "check-intentions" arguments: cert (BINARY, ssl_c_der; NULL -> no certificate -> deny),
  * optional target (STRING), optional uri (STRING); other arguments and other messages are skipped.
  * A NOTIFY without that message gets an empty ACK. ACKs may leave in any order (pipelining).
+ * The pointers of the struct authz_query given to check() point into the connection's input buffer:
+ * valid only during the call (copy what an asynchronous answer needs). A check that neither answers
+ * nor returns a handle is taken as a deny. A connection that goes away cancels its pending checks.
  *
  * Limits: a frame before HELLO may be at most SPOP_HELLO_MAX_FRAME (16380, HAProxy's default
  * max-frame-size); after HELLO at most min(HAProxy's max-frame-size, SPOP_MAX_FRAME_CAP). A bigger

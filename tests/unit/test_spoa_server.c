@@ -31,6 +31,11 @@
 #include "spop.h"
 
 #define ALLOW_URI	"spiffe://test/allow"
+#define LONG_TEXT	"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef" \
+			"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef" \
+			"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef" \
+			"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef" \
+			"0123456789abcdef"
 #define WAIT_LIMIT	20.0	/* seconds before a wait gives up: a hang guard, not a timing assertion */
 
 /* ---- the fake authz ---- */
@@ -107,6 +112,10 @@ fake_check(void *ctx, const struct authz_query *q, authz_done_cb *done, void *ar
 	d.allow = allow;
 	d.source_app = allow ? "web" : "";
 	d.reason = allow ? "allowed by intention" : "denied";
+	if (q->target != NULL && q->target_len == 4 && memcmp(q->target, "long", 4) == 0) {
+		d.source_app = LONG_TEXT;
+		d.reason = LONG_TEXT;
+	}
 	done(arg, &d);
 	return NULL;
 }
@@ -548,6 +557,83 @@ test_hello_notify_ack(void **state)
 
 	assert_int_equal(G.checks, 3);
 	assert_int_equal(spoa_server_nconns(x->srv), 1);
+	close(fd);
+}
+
+/* HAProxy may announce max-frame-size 256: the ACK still fits (texts shortened), auth is kept. */
+static void
+test_ack_fits_small_frames(void **state)
+{
+	struct fx	*x = *state;
+	int		 fd = hello(x, 256, 256);
+	uint8_t		 buf[1024];
+	size_t		 n = build_notify(buf, sizeof(buf), 1, 1, ALLOW_URI, "long", false);
+	long		 r;
+	struct ack	 a;
+
+	assert_true(n - 4 <= 256);
+	send_all(x->loop, fd, buf, n);
+	r = recv_frame(x->loop, fd, buf, sizeof(buf));
+	assert_true(r > 0 && r <= 256);
+	parse_ack(buf, (size_t)r, &a);
+	assert_int_equal(a.auth, 1);
+	assert_true(strlen(a.source_app) < strlen(LONG_TEXT));
+
+	/* with room, the texts are whole (cut at 255 bytes) */
+	close(fd);
+	fd = hello(x, 16380, 16380);
+	n = build_notify(buf, sizeof(buf), 1, 1, ALLOW_URI, "long", false);
+	send_all(x->loop, fd, buf, n);
+	r = recv_frame(x->loop, fd, buf, sizeof(buf));
+	assert_true(r > 0);
+	parse_ack(buf, (size_t)r, &a);
+	assert_int_equal(strlen(a.source_app), 255);
+	assert_int_equal(strlen(a.reason), 255);
+	close(fd);
+}
+
+/* Several check-intentions messages in one NOTIFY: allowed only if every one is. */
+static void
+test_several_checks_in_one_notify(void **state)
+{
+	struct fx		*x = *state;
+	int			 fd = hello(x, 16380, 16380);
+	uint8_t			 buf[1024];
+	struct spop_writer	 w;
+	struct spop_data	 d;
+	struct ack		 a;
+	long			 r;
+	const char		*uris[2][2] = { { ALLOW_URI, ALLOW_URI }, { ALLOW_URI, "spiffe://test/no" } };
+	int			 round, i;
+
+	G.async_delay = 0.01;
+	for (round = 0; round < 2; round++) {
+		spop_writer_init(&w, buf, sizeof(buf));
+		spop_frame_begin(&w, SPOP_FRM_NOTIFY, SPOP_FL_FIN, 1, (uint64_t)round + 1);
+		for (i = 0; i < 2; i++) {
+			spop_put_str(&w, "check-intentions", 16);
+			spop_put_u8(&w, 3);
+			spop_put_str(&w, "cert", 4);
+			d.type = SPOP_DT_NULL;
+			spop_put_data(&w, &d);
+			spop_put_str(&w, "uri", 3);
+			d = spop_string(uris[round][i], strlen(uris[round][i]));
+			spop_put_data(&w, &d);
+			/* one answered at once, one from the timer */
+			spop_put_str(&w, "target", 6);
+			d = i == 0 ? spop_string("async", 5) : spop_string("web", 3);
+			spop_put_data(&w, &d);
+		}
+		r = spop_frame_end(&w);
+		send_all(x->loop, fd, buf, (size_t)r);
+		r = recv_frame(x->loop, fd, buf, sizeof(buf));
+		assert_true(r > 0);
+		parse_ack(buf, (size_t)r, &a);
+		assert_int_equal((int)a.fid, round + 1);
+		assert_int_equal(a.auth, round == 0 ? 1 : 0);
+	}
+	assert_int_equal(G.checks, 4);
+	assert_int_equal(G.async_done, 2);
 	close(fd);
 }
 
@@ -1071,6 +1157,8 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_hello_notify_ack, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pipelined_out_of_order, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_ack_fits_small_frames, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_several_checks_in_one_notify, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_oversize_frame, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_big_frame_within_limit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_healthcheck, setup, teardown),
