@@ -64,6 +64,7 @@ struct flight {
 	ev_timer		 timer;
 	int			 in_table;
 	struct authz_pending	*waiters;
+	struct authz_pending	*answering;	/* taken from waiters, being answered now */
 	double			 started;
 	char			 service[SPIFFE_SEGMENT_MAX + 1];
 	size_t			 tlen;
@@ -77,6 +78,7 @@ struct authz_pending {
 	struct authz_pending	*prev;
 	struct authz_pending	*next;
 	struct flight		*f;
+	int			 answering;	/* on f->answering, not f->waiters */
 	authz_done_cb		*done;
 	void			*arg;
 };
@@ -311,12 +313,16 @@ flight_free(struct flight *f)
 		next = p->next;
 		free(p);
 	}
+	for (p = f->answering; p != NULL; p = next) {
+		next = p->next;
+		free(p);
+	}
 	free(f);
 }
 
 /*
  * Answers every waiter present now. The list is taken first: a done callback may ask again (and join
- * this flight, or start another) or cancel other waiters.
+ * this flight as a new waiter, answered later) or cancel waiters still to be answered here.
  */
 static void
 answer_waiters(struct flight *f, bool allow, bool error, const char *source_app, const char *reason,
@@ -325,10 +331,14 @@ answer_waiters(struct flight *f, bool allow, bool error, const char *source_app,
 	struct authz_pending *p;
 
 	log_decision(f->uri, f->target, allow, reason, how);
-	while ((p = f->waiters) != NULL) {
-		f->waiters = p->next;
-		if (f->waiters != NULL)
-			f->waiters->prev = NULL;
+	f->answering = f->waiters;
+	f->waiters = NULL;
+	for (p = f->answering; p != NULL; p = p->next)
+		p->answering = 1;
+	while ((p = f->answering) != NULL) {
+		f->answering = p->next;
+		if (f->answering != NULL)
+			f->answering->prev = NULL;
 		answer(p->done, p->arg, allow, error, source_app, reason);
 		free(p);
 	}
@@ -741,6 +751,8 @@ authz_cancel(void *ctx, struct authz_pending *p)
 	f = p->f;
 	if (p->prev != NULL)
 		p->prev->next = p->next;
+	else if (p->answering)
+		f->answering = p->next;
 	else
 		f->waiters = p->next;
 	if (p->next != NULL)

@@ -612,6 +612,68 @@ test_deadline(void **state)
 	harness_free(&h);
 }
 
+/* A done callback that asks the same question again and cancels another waiter of the same flight. */
+struct reenter {
+	struct harness		*h;
+	struct authz_query	*q;
+	struct authz_pending	*victim;
+	struct result		 again;
+	struct authz_pending	*again_p;
+	int			 again_done_inside;
+	struct result		 self;
+};
+
+static void
+reenter_cb(void *arg, const struct authz_decision *d)
+{
+	struct reenter *re = arg;
+
+	done_cb(&re->self, d);
+	authz_cancel(re->h->authz, re->victim);
+	re->again_p = authz_check(re->h->authz, re->q, done_cb, &re->again);
+	re->again_done_inside = re->again.done;
+}
+
+static void
+test_reentrant_callbacks(void **state)
+{
+	struct harness h;
+	struct authz_query q;
+	struct result victim;
+	struct reenter re;
+	char uri[256];
+
+	/* Slow agent, short deadline: the waiters are answered by the deadline timer. */
+	control("PUT", "/_sim/fault", "{\"Path\":\"/v1/agent/connect/authorize\",\"LatencyMs\":1500}");
+	harness_init(&h, 0.2, 60, 300);
+	uri_of("web", uri, sizeof(uri));
+	memset(&q, 0, sizeof(q));
+	q.uri = uri;
+	q.uri_len = strlen(uri);
+	memset(&victim, 0, sizeof(victim));
+	memset(&re, 0, sizeof(re));
+	re.h = &h;
+	re.q = &q;
+	/* Waiters are answered newest first: re's callback runs while victim still waits. */
+	re.victim = authz_check(h.authz, &q, done_cb, &victim);
+	assert_non_null(re.victim);
+	assert_non_null(authz_check(h.authz, &q, reenter_cb, &re));
+	assert_true(run_until(&re.self.done, 1, 10));
+	assert_false(re.self.allow);
+	assert_non_null(strstr(re.self.reason, "timeout"));
+	/* The question asked from inside the callback joined the flight and was not answered there... */
+	assert_non_null(re.again_p);
+	assert_int_equal(re.again_done_inside, 0);
+	assert_int_equal(re.again.done, 0);	/* not in the same round of answers either */
+	/* ...but later, exactly once; the cancelled waiter never. */
+	assert_true(run_until(&re.again.done, 1, 10));
+	run_for(0.1);
+	assert_int_equal(re.again.done, 1);
+	assert_int_equal(victim.done, 0);
+	assert_int_equal(agent_requests("/v1/agent/connect/authorize"), 1);
+	harness_free(&h);
+}
+
 static void
 test_invalidation(void **state)
 {
@@ -771,6 +833,7 @@ main(void)
 		cmocka_unit_test_setup(test_singleflight, reset),
 		cmocka_unit_test_setup(test_cancel, reset),
 		cmocka_unit_test_setup(test_deadline, reset),
+		cmocka_unit_test_setup(test_reentrant_callbacks, reset),
 		cmocka_unit_test_setup(test_invalidation, reset),
 		cmocka_unit_test_setup(test_stale_if_error, reset),
 		cmocka_unit_test_setup(test_agent_500, reset),
