@@ -141,6 +141,7 @@ struct daemon {
 
 	/* last-known-good snapshot (snapshot.h): written while serving, read when the agent is away */
 	struct snapshot_keeper	*snap;
+	struct certsync_snapshot *snap_pre;	/* read at start, valid; used if the agent cannot be reached */
 	bool			 snap_tried, from_snapshot;
 	char			 spoa_snap_path[PATH_MAX];	/* connect-spoa's decision cache */
 
@@ -630,13 +631,39 @@ save_snapshot(struct daemon *d)
  * snapshot, if it is this proxy's and its certificate files are intact and unexpired. The watches go on
  * trying and take over when the agent answers.
  */
+/* At start: reads the snapshot, so that a bad one is reported at once (and never used). */
+static void
+preload_snapshot(struct daemon *d)
+{
+	enum snapshot_status st;
+	char err[512];
+
+	if (d->snap == NULL || (d->snap_pre = calloc(1, sizeof(*d->snap_pre))) == NULL)
+		return;
+	st = snapshot_load(snapshot_keeper_path(d->snap), d->proxy_id, d->proxy_id == NULL ? d->o.sidecar_for :
+	    NULL, d->snap_pre, err, sizeof(err));
+	if (st == SNAPSHOT_OK) {
+		log_info("snapshot %s of proxy %s, written %lld s ago: used if the agent cannot be reached",
+		    snapshot_keeper_path(d->snap), d->snap_pre->proxy_id,
+		    (long long)((int64_t)time(NULL) - d->snap_pre->written_at));
+		return;
+	}
+	if (st == SNAPSHOT_MISSING)
+		log_info("no snapshot at %s yet", snapshot_keeper_path(d->snap));
+	else
+		log_warnx("ignoring the snapshot %s (%s: %s); it is replaced once the agent answers",
+		    snapshot_keeper_path(d->snap), snapshot_status_str(st), err);
+	free(d->snap_pre);
+	d->snap_pre = NULL;
+}
+
 static void
 restore_snapshot(struct daemon *d)
 {
 	struct certsync_snapshot s;
 	struct leaf_cert l;
 	struct ca_roots r;
-	enum snapshot_status st;
+	enum snapshot_status st = SNAPSHOT_OK;
 	int64_t now = (int64_t)time(NULL);
 	const char *path;
 	char err[512];
@@ -648,12 +675,15 @@ restore_snapshot(struct daemon *d)
 	path = snapshot_keeper_path(d->snap);
 	memset(&l, 0, sizeof(l));
 	memset(&r, 0, sizeof(r));
-	st = snapshot_load(path, d->proxy_id, d->proxy_id == NULL ? d->o.sidecar_for : NULL, &s, err, sizeof(err));
-	if (st == SNAPSHOT_MISSING) {
-		log_info("the agent is unreachable and there is no snapshot yet (%s): waiting for the agent", path);
+	if (d->snap_pre == NULL) {
+		log_warnx("the agent is unreachable and there is no usable snapshot (%s): waiting for the agent",
+		    path);
 		return;
 	}
-	if (st == SNAPSHOT_OK && (strcmp(s.leaf.path, d->leaf_path) != 0 || strcmp(s.ca.path, d->ca_path) != 0)) {
+	s = *d->snap_pre;
+	free(d->snap_pre);
+	d->snap_pre = NULL;
+	if (strcmp(s.leaf.path, d->leaf_path) != 0 || strcmp(s.ca.path, d->ca_path) != 0) {
 		snprintf(err, sizeof(err), "its certificate files are not this data dir's");
 		st = SNAPSHOT_UNUSABLE;
 	}
@@ -673,6 +703,17 @@ restore_snapshot(struct daemon *d)
 	}
 	l.serial = xstrdup("(snapshot)");
 	l.service = xstrdup(s.cfg.target_service_name);
+	/* The files on disk are these (checked above): nothing to write. */
+	leaf_cert_free(&d->leaf_file);
+	ca_roots_free(&d->roots_file);
+	if ((d->leaf_file.pem = malloc(l.pem_len + 1)) == NULL ||
+	    (d->roots_file.pem = malloc(r.pem_len + 1)) == NULL)
+		fatal("malloc");
+	memcpy(d->leaf_file.pem, l.pem, l.pem_len + 1);
+	d->leaf_file.pem_len = l.pem_len;
+	d->leaf_file.serial = xstrdup(l.serial);
+	memcpy(d->roots_file.pem, r.pem, r.pem_len + 1);
+	d->roots_file.pem_len = r.pem_len;
 	if (d->proxy_id == NULL) {
 		d->proxy_id = xstrdup(s.proxy_id);
 		d->mode = CFG_SERVICE;
@@ -1790,6 +1831,7 @@ daemon_new(struct ev_loop *loop, const struct daemon_opts *o, char *err, size_t 
 int
 daemon_start(struct daemon *d, char *err, size_t errlen)
 {
+	preload_snapshot(d);
 	if (d->proxy_id != NULL)
 		start_config_watch(d);
 	else if (d->o.sidecar_for != NULL)
@@ -1934,5 +1976,7 @@ daemon_free(struct daemon *d)
 	free(d->leaf_service);
 	free(d->proxy_id);
 	snapshot_keeper_free(d->snap);
+	snapshot_free(d->snap_pre);
+	free(d->snap_pre);
 	free(d);
 }

@@ -46,6 +46,7 @@ struct daemon_opts {
 	const char	*spoa_http_addr;	/* -http-addr to hand to connect-spoa, NULL: it reads the env */
 	const char	*spoa_token_file;	/* -token-file to hand to connect-spoa, NULL: env */
 	bool		 once;		/* write certificates and configs, then exit */
+	const char	*snapshot_path;	/* last-known-good state (snapshot.h); NULL: none */
 	int		 nbthread;
 	enum log_level	 log_level;
 	const struct consul_cfg *consul;

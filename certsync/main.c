@@ -21,6 +21,7 @@
 #include "consul.h"
 #include "daemon.h"
 #include "log.h"
+#include "snapshot.h"
 
 #define PROG		"connect-certsync"
 #define SHARE_SUFFIX	"share/haproxy-connect/templates"
@@ -38,6 +39,7 @@ struct options {
 	const char	*log_level;
 	const char	*stats_addr;
 	const char	*nbthread;
+	const char	*snapshot;
 	int		 once;
 	int		 help;
 };
@@ -81,6 +83,12 @@ usage(FILE *f)
 "  -once                    Fetch once (no blocking), write the certificates and render the configs\n"
 "                           into -data-dir, then exit 0 (nonzero with an error), for operators running\n"
 "                           HAProxy themselves. Server slots are left for the runtime API to fill.\n"
+"  -snapshot=<path>         The last-known-good state (proxy config, certificate file fingerprints,\n"
+"                           upstream instances; msgpack, mode 0600), written whenever it changes. When\n"
+"                           the agent cannot be reached at start, certsync serves from it (if the\n"
+"                           certificate files still match and are not expired) until the agent answers;\n"
+"                           connect-spoa keeps its decisions in <data dir>/decisions.snapshot alike.\n"
+"                           Default <data dir>/" SNAPSHOT_FILENAME "; \"none\" turns both off.\n"
 "  -help                    This text.\n"
 "\n"
 "  Environment: CONNECT_PROXY_ID / CONSUL_PROXY_ID (managed mode), CONNECT_PROXY_TOKEN,\n"
@@ -113,6 +121,7 @@ parse_flags(int argc, char **argv, struct options *o)
 		{ "log-level", offsetof(struct options, log_level) },
 		{ "stats-addr", offsetof(struct options, stats_addr) },
 		{ "nbthread", offsetof(struct options, nbthread) },
+		{ "snapshot", offsetof(struct options, snapshot) },
 	};
 	int i;
 	size_t k;
@@ -258,7 +267,7 @@ main(int argc, char **argv)
 	enum log_level level = LL_INFO;
 	const char *env_id, *tmp;
 	char err[1024], self[PATH_MAX], tdir[PATH_MAX], spoa[PATH_MAX], ddir[PATH_MAX], real[PATH_MAX];
-	char tokfile[PATH_MAX + 16], idbuf[256];
+	char tokfile[PATH_MAX + 16], idbuf[256], snap[PATH_MAX + 32];
 	long ncpu;
 	int nmodes, rc;
 	size_t k;
@@ -349,6 +358,13 @@ main(int argc, char **argv)
 	dopt.haproxy_bin = o.haproxy_bin != NULL ? o.haproxy_bin : "haproxy";
 	dopt.stats_addr = o.stats_addr;
 	dopt.once = o.once;
+	if (o.snapshot == NULL) {
+		snprintf(snap, sizeof(snap), "%s/" SNAPSHOT_FILENAME, real);
+		dopt.snapshot_path = snap;
+	} else if (o.snapshot[0] == '\0')
+		fatalx("-snapshot: empty path (\"none\" turns snapshots off)");
+	else if (strcmp(o.snapshot, "none") != 0)
+		dopt.snapshot_path = o.snapshot;
 	dopt.log_level = level;
 	dopt.consul = &cfg;
 	if (o.nbthread != NULL) {

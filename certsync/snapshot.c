@@ -659,6 +659,10 @@ snapshot_decode(const uint8_t *buf, size_t len, const char *expect_proxy_id, con
 		snprintf(err, errlen, "%zu bytes exceed %u", len, SNAPSHOT_FILE_MAX);
 		return SNAPSHOT_CORRUPT;
 	}
+	if ((buf[0] & 0xf0) != 0x90 && buf[0] != 0xdc && buf[0] != 0xdd) {
+		snprintf(err, errlen, "not a certsync snapshot (no msgpack array)");
+		return SNAPSHOT_CORRUPT;
+	}
 	if (mp_skip(&cur, 0) == -1) {
 		snprintf(err, errlen, "truncated or malformed msgpack (%zu bytes)", len);
 		return SNAPSHOT_CORRUPT;
@@ -1042,4 +1046,182 @@ snapshot_check_files(const struct certsync_snapshot *s, int64_t now, char *err, 
 		return SNAPSHOT_UNUSABLE;
 	}
 	return SNAPSHOT_OK;
+}
+
+/* ---- the daemon's writer ----------------------------------------------------------------------- */
+
+struct snapshot_keeper {
+	char			*path;
+	bool			 have_last;
+	struct certsync_snapshot last;	/* as last written (or loaded) */
+};
+
+struct snapshot_keeper *
+snapshot_keeper_new(const char *path)
+{
+	struct snapshot_keeper *k = calloc(1, sizeof(*k));
+
+	if (k == NULL || (k->path = strdup(path)) == NULL) {
+		free(k);
+		return NULL;
+	}
+	return k;
+}
+
+void
+snapshot_keeper_free(struct snapshot_keeper *k)
+{
+	if (k == NULL)
+		return;
+	snapshot_free(&k->last);
+	free(k->path);
+	free(k);
+}
+
+const char *
+snapshot_keeper_path(const struct snapshot_keeper *k)
+{
+	return k->path;
+}
+
+/* A deep copy through the codec itself. */
+static int
+keeper_remember(struct snapshot_keeper *k, const uint8_t *buf, size_t len, const char *proxy_id, char *err,
+    size_t errlen)
+{
+	struct certsync_snapshot copy;
+
+	if (snapshot_decode(buf, len, proxy_id, NULL, &copy, err, errlen) != SNAPSHOT_OK)
+		return -1;
+	snapshot_free(&k->last);
+	k->last = copy;
+	k->have_last = true;
+	return 0;
+}
+
+int
+snapshot_keeper_prime(struct snapshot_keeper *k, const struct certsync_snapshot *s, char *err, size_t errlen)
+{
+	uint8_t *buf;
+	size_t len;
+	int rc;
+
+	if (snapshot_encode(s, &buf, &len, err, errlen) == -1)
+		return -1;
+	rc = keeper_remember(k, buf, len, s->proxy_id, err, errlen);
+	free(buf);
+	return rc;
+}
+
+static bool
+instances_equal(const struct snapshot_upstream *a, const struct snapshot_upstream *b)
+{
+	size_t i;
+
+	if (a->ninstances != b->ninstances)
+		return false;
+	for (i = 0; i < a->ninstances; i++) {
+		const struct snapshot_instance *x = &a->instances[i], *y = &b->instances[i];
+
+		if (!str_eq_null(x->addr, y->addr) || x->port != y->port || !str_eq_null(x->node, y->node) ||
+		    !str_eq_null(x->datacenter, y->datacenter) || !str_eq_null(x->service_id, y->service_id))
+			return false;
+	}
+	return true;
+}
+
+/* Every field the snapshot keeps, NULL-safe (proxycfg_equal expects decoded, never-NULL strings). */
+static bool
+cfg_equal(const struct proxy_cfg *a, const struct proxy_cfg *b)
+{
+	size_t i;
+
+	if (!str_eq_null(a->proxy_id, b->proxy_id) || !str_eq_null(a->target_service_id, b->target_service_id) ||
+	    !str_eq_null(a->target_service_name, b->target_service_name) ||
+	    !str_eq_null(a->content_hash, b->content_hash) || !str_eq_null(a->bind_address, b->bind_address) ||
+	    a->bind_port != b->bind_port || !str_eq_null(a->local_service_host, b->local_service_host) ||
+	    a->local_service_port != b->local_service_port ||
+	    a->local_connect_timeout_ms != b->local_connect_timeout_ms ||
+	    a->handshake_timeout_ms != b->handshake_timeout_ms || a->protocol_http != b->protocol_http ||
+	    a->nupstreams != b->nupstreams)
+		return false;
+	for (i = 0; i < a->nupstreams; i++) {
+		const struct upstream_cfg *x = &a->upstreams[i], *y = &b->upstreams[i];
+
+		if (x->dest_type != y->dest_type || !str_eq_null(x->dest_name, y->dest_name) ||
+		    !str_eq_null(x->dest_namespace, y->dest_namespace) || !str_eq_null(x->datacenter, y->datacenter) ||
+		    !str_eq_null(x->local_bind_address, y->local_bind_address) ||
+		    x->local_bind_port != y->local_bind_port || x->connect_timeout_ms != y->connect_timeout_ms)
+			return false;
+	}
+	return true;
+}
+
+/* Keeps the time of the last write when a part did not change; now otherwise. Returns whether it changed. */
+static bool
+keep_time(bool same, int64_t last_at, int64_t now, int64_t *at)
+{
+	*at = same && last_at <= now ? last_at : now;
+	return !same;
+}
+
+int
+snapshot_keeper_update(struct snapshot_keeper *k, struct certsync_snapshot *cur, int64_t now, char *err,
+    size_t errlen)
+{
+	const struct certsync_snapshot *l = k->have_last ? &k->last : NULL;
+	char ferr[256];
+	uint8_t *buf;
+	size_t len, i;
+	bool changed = false;
+	int rc;
+
+	if (snapshot_hash_file(cur->leaf.path, cur->leaf.sha256, ferr, sizeof(ferr)) == -1 ||
+	    snapshot_hash_file(cur->ca.path, cur->ca.sha256, ferr, sizeof(ferr)) == -1) {
+		snprintf(err, errlen, "%s", ferr);
+		return -1;
+	}
+	{
+		char *pem;
+		size_t plen;
+
+		if (read_file_capped(cur->leaf.path, SNAPSHOT_CERT_MAX, &pem, &plen, err, errlen) == -1)
+			return -1;
+		rc = snapshot_pem_not_after(pem, plen, &cur->leaf_not_after, ferr, sizeof(ferr));
+		free(pem);
+		if (rc == -1) {
+			snprintf(err, errlen, "%s: %s", cur->leaf.path, ferr);
+			return -1;
+		}
+	}
+	if (l == NULL || !str_eq_null(l->proxy_id, cur->proxy_id) || l->nupstreams != cur->nupstreams)
+		changed = true;
+	changed |= keep_time(l != NULL && cfg_equal(&l->cfg, &cur->cfg), l != NULL ? l->cfg_at : 0, now,
+	    &cur->cfg_at);
+	changed |= keep_time(l != NULL && str_eq_null(l->leaf.path, cur->leaf.path) &&
+	    memcmp(l->leaf.sha256, cur->leaf.sha256, 32) == 0, l != NULL ? l->leaf.at : 0, now, &cur->leaf.at);
+	changed |= keep_time(l != NULL && str_eq_null(l->ca.path, cur->ca.path) &&
+	    memcmp(l->ca.sha256, cur->ca.sha256, 32) == 0, l != NULL ? l->ca.at : 0, now, &cur->ca.at);
+	for (i = 0; i < cur->nupstreams; i++) {
+		struct snapshot_upstream *u = &cur->upstreams[i];
+		const struct snapshot_upstream *o = l != NULL && i < l->nupstreams ? &l->upstreams[i] : NULL;
+		bool same = o != NULL && str_eq_null(o->dest_name, u->dest_name) &&
+		    str_eq_null(o->datacenter, u->datacenter) && str_eq_null(o->service, u->service) &&
+		    (o->at > 0) == (u->at > 0) && instances_equal(o, u);
+
+		if (u->at == 0)
+			changed |= !same;
+		else
+			changed |= keep_time(same, o != NULL ? o->at : 0, now, &u->at);
+	}
+	if (!changed)
+		return 0;
+	cur->written_at = now;
+	if (snapshot_encode(cur, &buf, &len, err, errlen) == -1)
+		return -1;
+	rc = atomic_write_file(k->path, buf, len, 0600, err, errlen);
+	if (rc == 0)
+		rc = keeper_remember(k, buf, len, cur->proxy_id, err, errlen);
+	free(buf);
+	return rc == 0 ? 1 : -1;
 }

@@ -129,4 +129,25 @@ int  snapshot_hash_file(const char *path, uint8_t sha256[32], char *err, size_t 
 /* NotAfter (Unix seconds) of the first certificate in a PEM buffer. 0, or -1 with err. */
 int  snapshot_pem_not_after(const char *pem, size_t len, int64_t *not_after, char *err, size_t errlen);
 
+/*
+ * The daemon's writer: remembers what it last wrote, so that a snapshot is written only when the state
+ * changed and every part keeps the time it was first seen with.
+ */
+struct snapshot_keeper;
+
+struct snapshot_keeper *snapshot_keeper_new(const char *path);
+void snapshot_keeper_free(struct snapshot_keeper *k);
+const char *snapshot_keeper_path(const struct snapshot_keeper *k);
+/* Takes s (a loaded snapshot, borrowed) as what is on disk: parts equal to it keep its times. 0 or -1. */
+int  snapshot_keeper_prime(struct snapshot_keeper *k, const struct certsync_snapshot *s, char *err,
+    size_t errlen);
+/*
+ * cur is the state serving now (borrowed; cur->leaf.path and cur->ca.path set, an upstream's at > 0 when
+ * its instances come from an answer). Fills cur's SHA-256s and leaf NotAfter from the two files and
+ * every time (unchanged parts keep the time of the last write, changed ones get now), and writes the
+ * snapshot when anything differs from the last write. 1 written, 0 unchanged, -1 with err.
+ */
+int  snapshot_keeper_update(struct snapshot_keeper *k, struct certsync_snapshot *cur, int64_t now,
+    char *err, size_t errlen);
+
 #endif

@@ -399,6 +399,10 @@ dcsnap_decode(const uint8_t *buf, size_t len, const char *expect_owner, struct d
 		snprintf(err, errlen, "%zu bytes exceed %u", len, DCSNAP_FILE_MAX);
 		return DCSNAP_CORRUPT;
 	}
+	if ((buf[0] & 0xf0) != 0x90 && buf[0] != 0xdc && buf[0] != 0xdd) {
+		snprintf(err, errlen, "not a connect-spoa decision snapshot (no msgpack array)");
+		return DCSNAP_CORRUPT;
+	}
 	if (mp_skip(&cur, 0) == -1) {
 		snprintf(err, errlen, "truncated or malformed msgpack (%zu bytes)", len);
 		return DCSNAP_CORRUPT;

@@ -726,6 +726,84 @@ test_check_files(void **state)
 	snapshot_free(&s);
 }
 
+/* The daemon's writer: written only on change, unchanged parts keep their time. */
+static void
+test_keeper(void **state)
+{
+	struct certsync_snapshot s, d;
+	struct snapshot_keeper *k, *k2;
+	char leaf[128], ca[128], path[128], err[256];
+	char *pem, *capem;
+	size_t len, calen;
+	int64_t t0 = 1795001000;
+
+	snprintf(leaf, sizeof(leaf), "%s/leaf.pem", tmpdir);
+	snprintf(ca, sizeof(ca), "%s/ca.pem", tmpdir);
+	snprintf(path, sizeof(path), "%s/%s", tmpdir, SNAPSHOT_FILENAME);
+	pem = make_pem(3600, &len);
+	capem = make_pem(86400, &calen);
+	write_bytes(leaf, pem, len);
+	write_bytes(ca, capem, calen);
+	make_state(&s);
+	free(s.leaf.path);
+	free(s.ca.path);
+	s.leaf.path = xstrdup(leaf);
+	s.ca.path = xstrdup(ca);
+	s.upstreams[0].at = 1;	/* "from an answer": the keeper sets the real time */
+	k = snapshot_keeper_new(path);
+	assert_non_null(k);
+	assert_string_equal(snapshot_keeper_path(k), path);
+
+	assert_int_equal(snapshot_keeper_update(k, &s, t0, err, sizeof(err)), 1);
+	assert_int_equal(snapshot_load(path, "web-sidecar-proxy", NULL, &d, err, sizeof(err)), SNAPSHOT_OK);
+	assert_int_equal(d.written_at, t0);
+	assert_int_equal(d.cfg_at, t0);
+	assert_int_equal(d.leaf.at, t0);
+	assert_int_equal(d.upstreams[0].at, t0);
+	assert_int_equal(d.upstreams[1].at, 0);
+	assert_int_equal(snapshot_check_files(&d, t0, err, sizeof(err)), SNAPSHOT_OK);
+	snapshot_free(&d);
+
+	/* Nothing changed: nothing written. */
+	assert_int_equal(snapshot_keeper_update(k, &s, t0 + 10, err, sizeof(err)), 0);
+	/* An instance moved: only the upstream's time moves. */
+	s.upstreams[0].instances[1].port = 29999;
+	assert_int_equal(snapshot_keeper_update(k, &s, t0 + 20, err, sizeof(err)), 1);
+	assert_int_equal(snapshot_load(path, "web-sidecar-proxy", NULL, &d, err, sizeof(err)), SNAPSHOT_OK);
+	assert_int_equal(d.written_at, t0 + 20);
+	assert_int_equal(d.upstreams[0].at, t0 + 20);
+	assert_int_equal(d.upstreams[0].instances[1].port, 29999);
+	assert_int_equal(d.cfg_at, t0);
+	assert_int_equal(d.leaf.at, t0);
+	snapshot_free(&d);
+	/* The CA bundle was rewritten with other content. */
+	capem[40] ^= 1;
+	write_bytes(ca, capem, calen);
+	assert_int_equal(snapshot_keeper_update(k, &s, t0 + 30, err, sizeof(err)), 1);
+	assert_int_equal(snapshot_load(path, "web-sidecar-proxy", NULL, &d, err, sizeof(err)), SNAPSHOT_OK);
+	assert_int_equal(d.ca.at, t0 + 30);
+	assert_int_equal(d.leaf.at, t0);
+
+	/* A keeper primed with what was loaded (a restart) writes nothing for the same state. */
+	k2 = snapshot_keeper_new(path);
+	assert_non_null(k2);
+	assert_int_equal(snapshot_keeper_prime(k2, &d, err, sizeof(err)), 0);
+	assert_int_equal(snapshot_keeper_update(k2, &s, t0 + 40, err, sizeof(err)), 0);
+	snapshot_free(&d);
+	/* A missing leaf file: an error, the last snapshot stays. */
+	assert_int_equal(unlink(leaf), 0);
+	s.cfg.bind_port = 21001;
+	assert_int_equal(snapshot_keeper_update(k2, &s, t0 + 50, err, sizeof(err)), -1);
+	assert_int_equal(snapshot_load(path, "web-sidecar-proxy", NULL, &d, err, sizeof(err)), SNAPSHOT_OK);
+	assert_int_equal(d.written_at, t0 + 30);
+	snapshot_free(&d);
+	snapshot_keeper_free(k);
+	snapshot_keeper_free(k2);
+	snapshot_free(&s);
+	free(pem);
+	free(capem);
+}
+
 int
 main(void)
 {
@@ -738,6 +816,7 @@ main(void)
 		cmocka_unit_test(test_encode_refuses_invalid),
 		cmocka_unit_test_setup_teardown(test_save_load, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_check_files, setup_dir, teardown_dir),
+		cmocka_unit_test_setup_teardown(test_keeper, setup_dir, teardown_dir),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
