@@ -144,7 +144,7 @@ install: $(BINS)
 	install -m 0644 haproxy-templates/* $(DESTDIR)$(PREFIX)/share/haproxy-connect/templates/
 
 demo: deps all
-	@sh contrib/demo/run-demo.sh
+	@$(PYTHON) contrib/demo/demo.py
 
 bench: deps all $(BENCH_BINS)
 	@sh bench/run-bench.sh
