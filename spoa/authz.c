@@ -8,6 +8,8 @@
  *      ev_timer at opts.deadline; a late answer still fills the cache;
  *   3. when the agent fails (unreachable, 5xx, bad answer, deadline): the cached decision if it was
  *      obtained less than opts.stale_if_error ago, else a deny naming the cause. Never an allow.
+ * Cache times are CLOCK_MONOTONIC seconds. Parsed caller certificates are remembered by their DER bytes
+ * (struct idmemo) so that a cache hit costs no X.509 parsing.
  */
 #include <ctype.h>
 #include <math.h>
@@ -235,10 +237,18 @@ watch_cb(void *arg, const struct consul_resp *r)
 		t->watch = NULL;
 		return;
 	}
-	if (t->state != WATCH_FAILING)
-		log_debug("authz: intentions watch for %s failed (%s%d); cached decisions expire after %g s",
-		    t->name, r->status == 0 ? (r->error != NULL ? r->error : "transport error") : "status ",
-		    r->status == 0 ? 0 : r->status, a->opts.ttl);
+	/*
+	 * Until the watch delivers again (the client reports a success only when the index moves), entries
+	 * of this target live for the TTL: a change made meanwhile moves the index and drops them then.
+	 */
+	if (t->state != WATCH_FAILING) {
+		if (r->status == 0)
+			log_debug("authz: intentions watch for %s failed (%s); cached decisions expire after %g s",
+			    t->name, r->error != NULL ? r->error : "transport error", a->opts.ttl);
+		else
+			log_debug("authz: intentions watch for %s failed (status %d); cached decisions expire "
+			    "after %g s", t->name, r->status, a->opts.ttl);
+	}
 	t->state = WATCH_FAILING;
 }
 
@@ -252,7 +262,9 @@ target_get(struct authz *a, const char *name, size_t len)
 	for (t = a->targets; t != NULL; t = t->next)
 		if (t->len == len && memcmp(t->name, name, len) == 0)
 			return t;
-	if (a->ntargets >= AUTHZ_MAX_TARGETS || (t = calloc(1, sizeof(*t))) == NULL || (t->name = strndup(name, len)) == NULL) {
+	if (a->ntargets >= AUTHZ_MAX_TARGETS)
+		return NULL;
+	if ((t = calloc(1, sizeof(*t))) == NULL || (t->name = strndup(name, len)) == NULL) {
 		free(t);
 		return NULL;
 	}
