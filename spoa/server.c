@@ -285,6 +285,7 @@ conn_flush(struct spoa_conn *c)
 {
 	struct spoa_server	*s = c->srv;
 	ssize_t			 n;
+	bool			 progress = false;
 
 	if (c->dead)
 		return;
@@ -299,10 +300,13 @@ conn_flush(struct spoa_conn *c)
 			return;
 		}
 		c->out_off += (size_t)n;
+		progress = true;
 	}
 	if (c->out_off < c->out_len) {
-		if (!ev_is_active(&c->wio)) {
-			ev_io_start(s->loop, &c->wio);
+		ev_io_start(s->loop, &c->wio);
+		/* The timeout counts from the last time the peer took something. */
+		if (progress || !ev_is_active(&c->wtmo)) {
+			ev_timer_stop(s->loop, &c->wtmo);
 			ev_timer_set(&c->wtmo, s->write_timeout, 0.);
 			ev_timer_start(s->loop, &c->wtmo);
 		}
