@@ -216,6 +216,15 @@ sim_stop(void **state)
 	if (loop != NULL)
 		ev_loop_destroy(loop);
 	curl_global_cleanup();
+	if (tmpdir[0] != '\0') {
+		char path[256];
+
+		snprintf(path, sizeof(path), "%s/ports.json", tmpdir);
+		unlink(path);
+		snprintf(path, sizeof(path), "%s/sim.log", tmpdir);
+		unlink(path);
+		rmdir(tmpdir);
+	}
 	return 0;
 }
 
