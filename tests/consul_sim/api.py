@@ -4,6 +4,7 @@ import re
 import time
 
 import blocking
+import schema
 from acl import ACLNotFound
 from errors import APIError, permission_denied
 
@@ -39,13 +40,20 @@ class Request:
                 return value.split(" ")[0].strip()
         return ""
 
-    def json(self):
+    def json(self, spec=None):
+        """The body as JSON (None when empty), type-checked against a schema spec when given."""
         if not self.body:
             return None
         try:
-            return json.loads(self.body.decode("utf-8"))
+            obj = json.loads(self.body.decode("utf-8"))
         except (ValueError, UnicodeDecodeError) as e:
             raise APIError(400, "Request decode failed: %s" % e)
+        if spec is not None:
+            try:
+                obj = schema.decode(obj, spec)
+            except schema.DecodeError as e:
+                raise APIError(400, "Request decode failed: %s" % e)
+        return obj
 
 
 class Response:
@@ -269,7 +277,7 @@ class AgentAPI:
             st = status
             output = req.q("note", "")
             if st is None:
-                body = req.json() or {}
+                body = req.json(schema.CHECK_UPDATE) or {}
                 st = body.get("Status")
                 output = body.get("Output", "")
                 if st not in ("passing", "warning", "critical"):
@@ -297,6 +305,8 @@ class AgentAPI:
     def leaf(self, req, service):
         st = self.st
         raw = req.raw_token()
+        if not service:
+            raise APIError(500, "service name must be specified")
         with st.cond:
             self._verify_proxy_token(raw, service, "")
             leaf, cached = st.leaf(service)
@@ -378,7 +388,7 @@ class AgentAPI:
         raise ValueError("SPIFFE ID is not in the expected format")
 
     def authorize(self, req, _):
-        body = req.json()
+        body = req.json(schema.AUTHORIZE)
         if not isinstance(body, dict):
             raise APIError(400, "Request decode failed: body must be a JSON object")
         target = body.get("Target") or ""
@@ -423,7 +433,7 @@ class AgentAPI:
     def intentions(self, req, _):
         st = self.st
         if req.method == "POST":
-            body = req.json()
+            body = req.json(schema.INTENTION)
             authz = self.authz(req)
             ixn_id = st.put_intention(body, None, authz)
             return Response(200, {"ID": ixn_id})
@@ -447,7 +457,7 @@ class AgentAPI:
                     raise permission_denied()
                 return Response(200, dict(x), headers=_meta(st.idx["intentions"]))
         if req.method == "PUT":
-            body = req.json()
+            body = req.json(schema.INTENTION)
             st.put_intention(body, ixn_id, authz)
             return Response(200, {"ID": ixn_id}) if st.version < (1, 2, 0) else Response(200, text="")
         st.delete_intention(ixn_id, authz)
@@ -568,7 +578,7 @@ class AgentAPI:
         st = self.st
         authz = self.authz(req)
         if req.method == "POST":
-            qid = st.put_query(req.json(), None, authz, self.token(req))
+            qid = st.put_query(req.json(schema.QUERY), None, authz, self.token(req))
             return Response(200, {"ID": qid})
         with st.cond:
             self.block_index(req, lambda: st.idx["queries"])
@@ -602,7 +612,7 @@ class AgentAPI:
                     raise APIError(404, "Query not found")
                 return Response(200, [st.render_query(q)], headers=_meta(st.idx["queries"]))
         if req.method == "PUT":
-            st.put_query(req.json(), qid, authz, self.token(req))
+            st.put_query(req.json(schema.QUERY), qid, authz, self.token(req))
             return Response(200, text="")
         st.delete_query(qid, authz)
         return Response(200, text="")

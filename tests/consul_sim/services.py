@@ -285,6 +285,8 @@ class Services:
                 self._remove_service(child, cascade=False)
 
     def deregister_service(self, sid, authz):
+        if not sid:
+            raise APIError(500, "ServiceID missing")
         with self.cond:
             svc = self.services.get(sid)
             if svc is None:
