@@ -102,6 +102,8 @@ class AgentAPI:
             ("/v1/health/service/", ["GET"], self.health_service, True),
             ("/v1/catalog/connect/", ["GET"], self.catalog_connect, True),
             ("/v1/catalog/service/", ["GET"], self.catalog_service, True),
+            ("/v1/catalog/register", ["PUT"], self.catalog_register, False),
+            ("/v1/catalog/deregister", ["PUT"], self.catalog_deregister, False),
             ("/v1/query", ["GET", "POST"], self.queries, False),
             ("/v1/query/", ["GET", "PUT", "DELETE"], self.query_id, True),
             ("/v1/status/leader", ["GET"], self.status_leader, False),
@@ -564,8 +566,19 @@ class AgentAPI:
             self.block_index(req, lambda: st.idx["catalog"])
             svcs = st.connect_instances(name) if connect else st.plain_instances(name)
             if authz is not None:
-                svcs = [s for s in svcs if authz.service_read(s["Service"]) and authz.node_read(st.opts.node_name)]
+                svcs = [s for s in svcs if authz.service_read(s["Service"]) and
+                        authz.node_read(s.get("NodeName") or st.opts.node_name)]
             return Response(200, [st.catalog_service_node(s) for s in svcs], headers=_meta(st.idx["catalog"]))
+
+    def catalog_register(self, req, _):
+        authz = self.authz(req)
+        self.st.catalog_register(req.json(), authz)
+        return Response(200, True)
+
+    def catalog_deregister(self, req, _):
+        authz = self.authz(req)
+        self.st.catalog_deregister(req.json(), authz)
+        return Response(200, True)
 
     def catalog_connect(self, req, name):
         return self._catalog(req, name, True)

@@ -442,22 +442,18 @@ class Services:
                 "CreateIndex": self.idx["node"], "ModifyIndex": self.idx["node"]}
 
     def service_entry(self, svc):
-        checks = [self.serf_check()] + [self.render_check(c) for c in sorted(
-            self.checks.values(), key=lambda c: c["CheckID"]) if c["ServiceID"] == svc["ID"]]
-        return {"Node": self.node(), "Service": self.node_service(svc), "Checks": checks}
+        return {"Node": self.node_of(svc), "Service": self.node_service(svc), "Checks": self.checks_of(svc)}
 
     def connect_instances(self, name):
         out = []
-        for sid in sorted(self.services):
-            s = self.services[sid]
+        for s in self.all_service_records():
             if (s["Kind"] == "connect-proxy" and s["Proxy"]["DestinationServiceName"] == name) or \
                     (s["Kind"] == "" and s["Native"] and s["Service"] == name):
                 out.append(s)
         return out
 
     def plain_instances(self, name):
-        return [self.services[sid] for sid in sorted(self.services)
-                if self.services[sid]["Service"] == name]
+        return [s for s in self.all_service_records() if s["Service"] == name]
 
     def filter_entries(self, entries, authz):
         if authz is None:
@@ -474,7 +470,7 @@ class Services:
         return [e for e in entries if all(c["Status"] != "critical" for c in e["Checks"])]
 
     def catalog_service_node(self, svc):
-        n = self.node()
+        n = self.node_of(svc)
         ns = self.node_service(svc)
         out = {"ID": n["ID"], "Node": n["Node"], "Address": n["Address"], "Datacenter": n["Datacenter"],
                "TaggedAddresses": n["TaggedAddresses"], "NodeMeta": n["Meta"], "ServiceKind": ns["Kind"],

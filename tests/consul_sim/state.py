@@ -17,6 +17,7 @@ import uuid
 import ca
 from acl import ACLNotFound, Authorizer  # noqa: F401 - re-exported
 from errors import APIError, permission_denied
+from catalog import Catalog
 from queries import Queries
 from services import Services
 
@@ -38,7 +39,7 @@ def content_hash(obj):
     return hashlib.sha256(data).hexdigest()[:16]
 
 
-class State(Services, Queries):
+class State(Services, Queries, Catalog):
     def __init__(self, opts):
         self.opts = opts
         self.version = parse_version(opts.consul_version)
@@ -55,6 +56,7 @@ class State(Services, Queries):
         self.intentions = {}             # id -> intention
         self.queries = {}                # id -> prepared query
         self.leaves = {}                 # service name -> leaf dict
+        self.remote = {}                 # external node name -> {"Node", "Services", "Checks"} (catalog/register)
         self.idx = {"roots": 1, "intentions": 1, "catalog": 1, "queries": 1, "node": 1}
         self.ca = None
         self.leaf_serial = 1
@@ -93,7 +95,8 @@ class State(Services, Queries):
         if not path:
             return
         data = {k: getattr(self, k) for k in ("node_id", "index", "tokens", "services", "checks", "managed",
-                                              "intentions", "queries", "leaves", "idx", "ca", "leaf_serial")}
+                                              "intentions", "queries", "leaves", "idx", "ca", "leaf_serial",
+                                              "remote")}
         d = os.path.dirname(os.path.abspath(path))
         fd, tmp = tempfile.mkstemp(dir=d, prefix=".sim-state.")
         try:
@@ -120,7 +123,7 @@ class State(Services, Queries):
         with self.cond:
             out = {k: copy.deepcopy(getattr(self, k)) for k in (
                 "node_id", "index", "tokens", "services", "checks", "managed", "intentions", "queries", "idx",
-                "leaf_serial")}
+                "leaf_serial", "remote")}
             out["ca"] = {"TrustDomain": self.ca["TrustDomain"], "ActiveRootID": self.ca["ActiveRootID"],
                          "Roots": [{k: v for k, v in r.items() if not k.startswith("_")} for r in self.ca["Roots"]]}
             out["leaves"] = {k: {kk: vv for kk, vv in v.items() if kk != "PrivateKeyPEM"}

@@ -96,3 +96,34 @@ def test_prepared_query(msim):
     assert (st, text) == (404, "Query not found")
     assert msim.api("DELETE", "/v1/query/" + qid)[0] == 200
     assert msim.api("GET", "/v1/query/pq-db-query/execute")[0] == 404
+
+
+def test_external_nodes_via_catalog_register(msim):
+    """Instances on other nodes (PUT /v1/catalog/register) show in discovery with their node's address."""
+    body = {"Node": "ext-node-1", "Address": "10.1.2.3",
+            "Service": {"ID": "ext-db-proxy", "Service": "ext-db-proxy", "Kind": "connect-proxy", "Port": 21500,
+                        "Proxy": {"DestinationServiceName": "ext-db", "LocalServicePort": 5432}},
+            "Checks": [{"CheckID": "node-ok", "Name": "node", "Status": "passing"},
+                       {"CheckID": "svc-ok", "Name": "svc", "Status": "passing", "ServiceID": "ext-db-proxy"}]}
+    st, _, out = msim.api("PUT", "/v1/catalog/register", body)
+    assert (st, out) == (200, True)
+    msim.api("PUT", "/v1/catalog/register", {"Node": "ext-node-2", "Address": "10.1.2.4", "Service": {
+        "ID": "n", "Service": "ext-db", "Port": 5433, "Connect": {"Native": True}},
+        "Check": {"CheckID": "bad", "Name": "bad", "Status": "critical", "ServiceID": "n"}})
+    _reg(msim, {"Name": "ext-db", "Port": 5434, "Connect": {"SidecarService": {}}})
+    msim.control("PUT", "/_sim/health", {"ServiceID": "ext-db-sidecar-proxy", "Status": "passing"})
+    _, _, entries = msim.api("GET", "/v1/health/connect/ext-db")
+    got = {(e["Node"]["Node"], e["Service"]["ID"]) for e in entries}
+    assert ("ext-node-1", "ext-db-proxy") in got and ("ext-node-2", "n") in got and len(got) == 3
+    ext = [e for e in entries if e["Node"]["Node"] == "ext-node-1"][0]
+    assert ext["Node"]["Address"] == "10.1.2.3" and ext["Node"]["Datacenter"] == "dc1"
+    assert ext["Service"]["Address"] == "" and ext["Service"]["Port"] == 21500
+    assert [c["CheckID"] for c in ext["Checks"]] == ["node-ok", "svc-ok"]         # no serfHealth for them
+    _, _, entries = msim.api("GET", "/v1/health/connect/ext-db?passing")
+    assert sorted(e["Service"]["ID"] for e in entries) == ["ext-db-proxy", "ext-db-sidecar-proxy"]
+    assert {n["Node"] for n in msim.api("GET", "/v1/catalog/connect/ext-db")[2]} >= {"ext-node-1", "ext-node-2"}
+    assert msim.api("PUT", "/v1/catalog/deregister", {"Node": "ext-node-1"})[0] == 200
+    _, _, entries = msim.api("GET", "/v1/health/connect/ext-db")
+    assert "ext-node-1" not in [e["Node"]["Node"] for e in entries]
+    st, _, text = msim.api("PUT", "/v1/catalog/register", {"Node": "x"})
+    assert (st, text) == (400, "Must provide node and address")
