@@ -216,9 +216,14 @@ class State(Services, Queries, Catalog):
                 "CreateIndex": idx, "ModifyIndex": idx,
                 # Consul 1.4.1+: renew at a random point in 60-90% of ValidAfter..ValidBefore (ValidAfter is
                 # backdated a minute, so a short TTL renews almost at once); at most once a second here.
-                "_renew_at": max(time.time() + 1.0, nb.timestamp() + lifetime * random.uniform(0.6, 0.9))}
+                "_renew_at": max(time.time() + 1.0, self._renew_point(nb, na, lifetime))}
         self.leaves[service] = leaf
         return leaf
+
+    def _renew_point(self, nb, na, lifetime):
+        if self.version < (1, 4, 1):
+            return na.timestamp() - 3600.0        # 1.2.0-1.4.0: an hour before ValidBefore (or on root change)
+        return nb.timestamp() + lifetime * random.uniform(0.6, 0.9)
 
     def leaf(self, service):
         """The current leaf for a service, issued on first use (as the agent's cache does)."""
