@@ -106,8 +106,9 @@ class Sim:
                 return None, None, None
             if fault.get("Status"):
                 self.log("debug", "request %s %s -> injected %d" % (method, path, fault["Status"]))
-                return fault["Status"], {"Content-Type": "text/plain; charset=utf-8"}, \
-                    (fault.get("Body") or "").encode()
+                h = {"Content-Type": "text/plain; charset=utf-8"}
+                h.update(fault.get("Headers") or {})
+                return fault["Status"], h, (fault.get("Body") or "").encode()
         try:
             resp = self.api.handle(req)
         except APIError as e:
@@ -117,6 +118,8 @@ class Sim:
             resp = api.Response(500, text=str(e))
         if gen.cut:
             return None, None, None
+        if fault is not None and fault.get("Headers"):
+            resp.headers.update(fault["Headers"])       # e.g. an X-Consul-Index going backwards
         self.log("debug", "request %s %s%s -> %d" % (method, path, "?" + raw_query if raw_query else "",
                                                      resp.status))
         return resp.status, resp.headers, resp.data
@@ -138,8 +141,11 @@ class Sim:
             self.requests = []
 
     def add_fault(self, f):
+        headers = f.get("Headers") or {}
+        if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
+            raise APIError(400, "Headers must map names to strings")
         f = {"Path": f.get("Path", ""), "LatencyMs": int(f.get("LatencyMs") or 0), "Status": f.get("Status"),
-             "Body": f.get("Body", ""), "Count": f.get("Count")}
+             "Body": f.get("Body", ""), "Count": f.get("Count"), "Headers": headers}
         with self.fault_lock:
             self.faults.append(f)
 

@@ -91,3 +91,17 @@ def test_outage_ends_by_itself(msim):
     assert not harness.port_open(msim.http_port)
     harness.wait_until(lambda: harness.port_open(msim.http_port), 30, what="listener reopened")
     assert msim.api("GET", "/v1/agent/self")[0] == 200
+
+
+def test_fault_headers_index_going_backwards(msim):
+    _, h, body = msim.api("GET", "/v1/connect/intentions")
+    assert int(h["X-Consul-Index"]) > 1
+    msim.control("PUT", "/_sim/fault", {"Path": "/v1/connect/intentions", "Headers": {"X-Consul-Index": "1"},
+                                        "Count": 1})
+    st, h2, body2 = msim.api("GET", "/v1/connect/intentions")
+    assert (st, h2["X-Consul-Index"], body2) == (200, "1", body)
+    assert msim.api("GET", "/v1/connect/intentions")[1]["X-Consul-Index"] == h["X-Consul-Index"]
+    msim.control("PUT", "/_sim/fault", {"Path": "/v1/agent/self", "Status": 502, "Body": "x",
+                                        "Headers": {"Retry-After": "1"}, "Count": 1})
+    st, h3, text = msim.api("GET", "/v1/agent/self")
+    assert (st, h3["Retry-After"], text) == (502, "1", "x")
