@@ -289,9 +289,9 @@ class State(Services, Queries, Catalog):
 
     @staticmethod
     def ixn_string(x):
-        return "%s %s/%s => %s/%s (ID: %s, Precedence: %d)" % (
-            x["Action"].upper(), x["SourceNS"], x["SourceName"], x["DestinationNS"], x["DestinationName"],
-            x["ID"], x["Precedence"])
+        """structs.Intention.String() (Consul 1.2-1.5)."""
+        return "%s %s/%s => %s/%s (ID: %s)" % (
+            x["Action"].upper(), x["SourceNS"], x["SourceName"], x["DestinationNS"], x["DestinationName"], x["ID"])
 
     def sorted_intentions(self):
         return sorted(self.intentions.values(), key=self.ixn_sort_key)
@@ -305,9 +305,9 @@ class State(Services, Queries, Catalog):
                 errs.append("%s must be set" % f)
             elif "*" in v and v != "*":
                 errs.append("%s: wildcard character '*' cannot be used with partial values" % f)
-        if x.get("SourceNS") == "*" and x.get("SourceName") not in ("*", None, ""):
+        if x.get("SourceNS") == "*" and x.get("SourceName") != "*":
             errs.append("SourceName: exact value cannot follow wildcard namespace")
-        if x.get("DestinationNS") == "*" and x.get("DestinationName") not in ("*", None, ""):
+        if x.get("DestinationNS") == "*" and x.get("DestinationName") != "*":
             errs.append("DestinationName: exact value cannot follow wildcard namespace")
         if x.get("Action") not in ("allow", "deny"):
             errs.append("Action must be set to 'allow' or 'deny'")

@@ -23,7 +23,7 @@ def test_allow_deny_default(msim):
     status, h, body = _auth(msim, "az-db", _uri(td, "az-web"))
     assert status == 200 and set(body) == {"Authorized", "Reason"}
     assert body == {"Authorized": False,
-                    "Reason": "Matched intention: DENY default/az-web => default/az-db (ID: %s, Precedence: 9)" % dny}
+                    "Reason": "Matched intention: DENY default/az-web => default/az-db (ID: %s)" % dny}
     assert h["X-Cache"] in ("HIT", "MISS")
     status, _, body = _auth(msim, "az-db", _uri(td, "az-api"))
     assert body["Authorized"] is True and body["Reason"].startswith("Matched intention: ALLOW default/* => default/az-db")
