@@ -50,6 +50,9 @@ def parse_args(argv):
     p.add_argument("--config-file", action="append", default=[])
     p.add_argument("--data-dir")
     p.add_argument("--launch-managed", action="store_true")
+    p.add_argument("--no-managed-api-registration", dest="managed_api_registration", action="store_false",
+                   help="refuse managed proxies in PUT /v1/agent/service/register (Consul's default; the "
+                        "simulator defaults to connect.proxy.allow_managed_api_registration = true)")
     p.add_argument("--log-level", default="info", choices=sorted(LOG_LEVELS))
     o = p.parse_args(argv)
     try:
@@ -247,7 +250,8 @@ class Sim:
                 defs.append(cfg["service"])
             defs.extend(cfg.get("services") or [])
             for d in defs:
-                self.state.register_service(d, d.get("token", "") if isinstance(d, dict) else "", None)
+                self.state.register_service(d, d.get("token", "") if isinstance(d, dict) else "", None,
+                                            from_config=True)
 
     def run(self):
         stop = threading.Event()

@@ -143,7 +143,20 @@ class Services:
                 "LocalBindPort": int(u.get("LocalBindPort") or 0),
                 "Config": u.get("Config") or {}}
 
-    def register_service(self, body, token, authz):
+    def _vet_register(self, svc, authz):
+        """agent.vetServiceRegister: service:write on the service, on any service it replaces and, for a proxy,
+        on its destination (it can be discovered as an instance of it)."""
+        if authz is None:
+            return
+        if not authz.service_write(svc["Service"]):
+            raise permission_denied()
+        old = self.services.get(svc["ID"])
+        if old is not None and not authz.service_write(old["Service"]):
+            raise permission_denied()
+        if svc["Kind"] == "connect-proxy" and not authz.service_write(svc["Proxy"]["DestinationServiceName"]):
+            raise permission_denied()
+
+    def register_service(self, body, token, authz, from_config=False):
         """PUT /v1/agent/service/register (and config-file services). body is the raw decoded JSON."""
         try:
             d = schema.decode(body, schema.SERVICE)
@@ -153,10 +166,11 @@ class Services:
             raise APIError(400, "Request decode failed: empty body")
         if not d.get("Name"):
             raise APIError(400, "Missing service name")
+        if d.get("Address") in ("0.0.0.0", "::", "[::]"):
+            raise APIError(400, "Invalid service address")
         with self.cond:
             svc = self._build_service(d, token)
-            if authz is not None and not authz.service_write(svc["Service"]):
-                raise permission_denied()
+            self._vet_register(svc, authz)
             connect = d.get("Connect") or {}
             children = []      # (record, check defs)
             managed = None
@@ -167,6 +181,8 @@ class Services:
                                         "connect-proxy")
                 children.append(self._sidecar(svc, sc, token, authz))
             mp = connect.get("Proxy")
+            if mp is not None and not self.opts.managed_api_registration and not from_config:
+                raise APIError(400, "Managed proxy registration via the API is disallowed.")
             if mp is not None:
                 if svc["Native"]:
                     raise APIError(400, "Connect Native services cannot have a managed proxy")
@@ -237,8 +253,9 @@ class Services:
             sc["Port"] = old["Port"] if old else self._alloc_port(SIDECAR_PORTS, exclude_id=sc["ID"])
         rec = self._build_service(sc, token)
         rec["ProxyKind"] = "sidecar"
-        if authz is not None and not authz.service_write(rec["Service"]):
-            raise permission_denied()
+        if authz is not None and sc.get("Token"):
+            authz = self.authorizer(sc["Token"])
+        self._vet_register(rec, authz)
         cdefs = self._check_defs(sc)
         if not cdefs:
             cdefs = [{"Name": "Connect Sidecar Listening", "TCP": "127.0.0.1:%d" % rec["Port"], "Interval": "10s"},
@@ -296,6 +313,10 @@ class Services:
                 return
             if authz is not None and not authz.service_write(svc["Service"]):
                 raise permission_denied()
+            if svc.get("ProxyKind") == "managed":
+                raise APIError(400, "Managed proxy service cannot be deregistered directly. Deregister the "
+                                    "service that has a managed proxy to automatically deregister the managed "
+                                    "proxy itself.")
             self._remove_service(sid, cascade=True)
             self.changed("catalog")
 

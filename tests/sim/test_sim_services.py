@@ -228,3 +228,29 @@ def test_ttl_expiry_and_unknown_ids_without_acls(start_sim):
     st, _, text = s.api("PUT", "/v1/agent/check/pass/nope")
     assert (st, text) == (500, 'CheckID "nope" does not have associated TTL')
     assert s.api("PUT", "/v1/agent/service/deregister/nope")[0] == 200
+
+
+def test_managed_api_registration_switch_and_direct_deregistration(start_sim):
+    s = start_sim("--no-managed-api-registration")
+    st, _, text = s.api("PUT", "/v1/agent/service/register", {"Name": "web", "Port": 1, "Connect": {"Proxy": {}}})
+    assert (st, text) == (400, "Managed proxy registration via the API is disallowed.")
+    s2 = start_sim()
+    _reg(s2, {"Name": "web", "Port": 1, "Connect": {"Proxy": {}}})
+    st, _, text = s2.api("PUT", "/v1/agent/service/deregister/web-proxy")
+    assert st == 400 and text.startswith("Managed proxy service cannot be deregistered directly.")
+    st, _, text = s2.api("PUT", "/v1/agent/service/register", {"Name": "x", "Port": 1, "Address": "0.0.0.0"})
+    assert (st, text) == (400, "Invalid service address")
+
+
+def test_register_acl_vetting(start_sim):
+    s = start_sim(master_token="root")
+    p = s.control("POST", "/_sim/acl/token", {"Rules": {"service": {"web-proxy": "write"}}})["SecretID"]
+    both = s.control("POST", "/_sim/acl/token", {"Rules": {"service_prefix": {"web": "write"}}})["SecretID"]
+    body = {"Name": "web-proxy", "Kind": "connect-proxy", "Port": 2000, "Proxy": {"DestinationServiceName": "web"}}
+    # A proxy needs service:write on its destination too: it is discovered as an instance of it.
+    assert s.api("PUT", "/v1/agent/service/register", body, token=p)[::2] == (403, "Permission denied")
+    assert s.api("PUT", "/v1/agent/service/register", body, token=both)[0] == 200
+    # Replacing a service by ID needs write on the service being replaced.
+    s.api("PUT", "/v1/agent/service/register", {"Name": "db", "ID": "shared", "Port": 1}, token="root")
+    st, _, text = s.api("PUT", "/v1/agent/service/register", {"Name": "web", "ID": "shared", "Port": 1}, token=both)
+    assert (st, text) == (403, "Permission denied")
