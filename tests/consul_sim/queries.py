@@ -1,5 +1,6 @@
 """Prepared queries (/v1/query): storage and execution, with ?connect=true returning Connect-capable instances."""
 import copy
+import random
 import uuid
 
 from errors import APIError, permission_denied
@@ -76,7 +77,10 @@ class Queries:
         if ignore:
             for e in entries:
                 e["Checks"] = [c for c in e["Checks"] if c["CheckID"] not in ignore]
-        entries = self.passing_only(entries) if s["OnlyPassing"] else self.not_critical(entries)
+        if s["OnlyPassing"]:
+            entries = [e for e in entries if all(c["Status"] == "passing" for c in e["Checks"])]
+        else:
+            entries = self.not_critical(entries)
         for tag in s.get("Tags") or []:
             if tag.startswith("!"):
                 entries = [e for e in entries if tag[1:].lower() not in [t.lower() for t in e["Service"]["Tags"]]]
@@ -86,5 +90,6 @@ class Queries:
         if q["Token"]:
             authz = self.authorizer(q["Token"])
         entries = self.filter_entries(entries, authz)
+        random.shuffle(entries)          # Consul shuffles prepared query results (no ?near here)
         return {"Service": name, "Nodes": entries, "DNS": dict(q["DNS"]), "Datacenter": self.opts.datacenter,
                 "Failovers": 0}

@@ -484,7 +484,18 @@ class Services:
 
     @staticmethod
     def passing_only(entries):
-        return [e for e in entries if all(c["Status"] == "passing" for c in e["Checks"])]
+        """agent/health_endpoint.go filterNonPassing, including its reordering: a failing entry is swapped
+        with the last kept one (so callers must not rely on the order)."""
+        nodes = list(entries)
+        n = len(nodes)
+        i = 0
+        while i < n:
+            if any(c["Status"] != "passing" for c in nodes[i]["Checks"]):
+                nodes[i], nodes[n - 1] = nodes[n - 1], None
+                n -= 1
+                continue
+            i += 1
+        return nodes[:n]
 
     @staticmethod
     def not_critical(entries):
