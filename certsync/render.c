@@ -6,6 +6,7 @@
  * engine refuses line breaks, and this file refuses blanks, quotes, '#' and anything else that could
  * add an HAProxy keyword to a line.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -230,6 +231,59 @@ bad:
 	return rerr(err, errlen, "%s: \"%.80s\" is not host:port", what, s);
 }
 
+/*
+ * The filled slots of one upstream: each slot in range and used once, each address numeric (a name
+ * would make HAProxy resolve it at start, and a failed resolution would refuse the whole config).
+ */
+static int
+check_servers(const struct render_upstream *r, char *err, size_t errlen)
+{
+	unsigned char a[sizeof(struct in6_addr)];
+	bool *used;
+	size_t k;
+	int rc = -1;
+
+	if (r->nservers == 0)
+		return 0;
+	if (r->servers == NULL)
+		return rerr(err, errlen, "upstream %s: %zu servers announced but none given", r->backend_name,
+		    r->nservers);
+	if (r->nservers > r->slots)
+		return rerr(err, errlen, "upstream %s: %zu servers for %u slots", r->backend_name, r->nservers,
+		    r->slots);
+	if ((used = calloc(r->slots, sizeof(*used))) == NULL)
+		return rerr(err, errlen, "out of memory");
+	for (k = 0; k < r->nservers; k++) {
+		const struct render_server *sv = &r->servers[k];
+
+		if (sv->slot >= r->slots) {
+			rerr(err, errlen, "upstream %s: server slot %u is out of range (0..%u)", r->backend_name,
+			    sv->slot, r->slots - 1);
+			goto done;
+		}
+		if (used[sv->slot]) {
+			rerr(err, errlen, "upstream %s: server slot %u is filled twice", r->backend_name, sv->slot);
+			goto done;
+		}
+		used[sv->slot] = true;
+		if (sv->addr == NULL || strlen(sv->addr) >= INET6_ADDRSTRLEN ||
+		    (inet_pton(AF_INET, sv->addr, a) != 1 && inet_pton(AF_INET6, sv->addr, a) != 1)) {
+			rerr(err, errlen, "upstream %s: server slot %u: \"%.80s\" is not a numeric IP address",
+			    r->backend_name, sv->slot, sv->addr != NULL ? sv->addr : "(null)");
+			goto done;
+		}
+		if (sv->port < 1 || sv->port > 65535) {
+			rerr(err, errlen, "upstream %s: server slot %u: %d is not a port", r->backend_name, sv->slot,
+			    sv->port);
+			goto done;
+		}
+	}
+	rc = 0;
+done:
+	free(used);
+	return rc;
+}
+
 /* host + port as HAProxy writes an address: IPv6 literals in brackets. */
 static void
 endpoint(char *out, size_t outlen, const char *host, int port)
@@ -337,6 +391,8 @@ validate(const struct render_input *in, char *err, size_t errlen)
 		if (r->slots < 1 || r->slots > RENDER_SLOTS_MAX)
 			return rerr(err, errlen, "upstream %s: %u slots is out of range (1..%d)", r->backend_name,
 			    r->slots, RENDER_SLOTS_MAX);
+		if (check_servers(r, err, errlen) == -1)
+			return -1;
 		snprintf(what, sizeof(what), "upstream %s server identity", r->backend_name);
 		if (check_name(what, r->server_identity, 256, err, errlen) == -1)
 			return -1;
@@ -362,6 +418,42 @@ validate(const struct render_input *in, char *err, size_t errlen)
 }
 
 /* ---- variables ---- */
+
+/*
+ * The list "servers" of one upstream item: one entry per slot, in slot order, enabled at the instance's
+ * address when r fills it, else disabled at 0.0.0.0:0. 0, or -1 on allocation failure.
+ */
+static int
+add_servers(struct tscope *u, const struct render_upstream *r)
+{
+	const struct render_server **at;
+	struct tscope *sv;
+	char buf[96];
+	unsigned k;
+	size_t j;
+
+	if ((at = calloc(r->slots, sizeof(*at))) == NULL)
+		return -1;
+	for (j = 0; j < r->nservers; j++)
+		at[r->servers[j].slot] = &r->servers[j];
+	tscope_set_list(u, "servers");
+	for (k = 0; k < r->slots; k++) {
+		if ((sv = tscope_list_add(u, "servers")) == NULL) {
+			free(at);
+			return -1;
+		}
+		snprintf(buf, sizeof(buf), "%s%u", RENDER_SLOT_PREFIX, k + 1);
+		tscope_set_str(sv, "name", buf);
+		if (at[k] != NULL)
+			endpoint(buf, sizeof(buf), at[k]->addr, at[k]->port);
+		else
+			snprintf(buf, sizeof(buf), "0.0.0.0:0");
+		tscope_set_str(sv, "address", buf);
+		tscope_set_bool(sv, "enabled", at[k] != NULL);
+	}
+	free(at);
+	return 0;
+}
 
 static struct tscope *
 build_vars(const struct render_input *in)
@@ -416,6 +508,11 @@ build_vars(const struct render_input *in)
 		endpoint(buf, sizeof(buf), uc->local_bind_address, uc->local_bind_port);
 		tscope_set_str(u, "bind", buf);
 		tscope_set_int(u, "slots", r->slots);
+		tscope_set_int(u, "filled", (long long)r->nservers);
+		if (add_servers(u, r) == -1) {
+			tscope_free(s);
+			return NULL;
+		}
 		tscope_set_str(u, "server_identity", r->server_identity);
 		tscope_set_int(u, "connect_timeout_ms", uc->connect_timeout_ms);
 		tscope_set_str(u, "destination", uc->dest_name);

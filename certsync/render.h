@@ -10,8 +10,10 @@
  * What the rendered configuration gives the runtime API (certsync/runtime.c):
  *   - the inbound frontend is RENDER_INBOUND_FRONTEND, its backend to the local app RENDER_LOCAL_BACKEND;
  *   - upstream i has a frontend "up_<backend_name>" and a backend <backend_name> holding
- *     upstreams[i].slots servers named RENDER_SLOT_PREFIX "1" .. RENDER_SLOT_PREFIX "<slots>" (server-template),
- *     each starting in maintenance at 0.0.0.0:0 until `set server <be>/<slot> addr A port P` and
+ *     upstreams[i].slots servers named RENDER_SLOT_PREFIX "1" .. RENDER_SLOT_PREFIX "<slots>", one server
+ *     line each: the slots listed in upstreams[i].servers are enabled at their instance's address (a new
+ *     worker serves them at once, and the file is usable without certsync), every other slot starts in
+ *     maintenance at 0.0.0.0:0 ("disabled") until `set server <be>/<slot> addr A port P` and
  *     `set server <be>/<slot> state ready`; balance leastconn, so `add server` also works;
  *   - leaf_pem and ca_pem are the file names to use with `set ssl cert` / `set ssl ca-file` (see spop.md
  *     for the 2.6 ca-file trap).
@@ -37,6 +39,13 @@
 #define RENDER_OUTPUT_MAX	(4 * 1024 * 1024)	/* size cap of one rendered file */
 #define RENDER_SLOTS_MAX	4096
 
+/* A server slot that holds a known instance: rendered enabled at addr:port. */
+struct render_server {
+	unsigned	 slot;		/* 0-based: the server RENDER_SLOT_PREFIX "<slot + 1>"; < slots, once each */
+	const char	*addr;		/* numeric IPv4 or IPv6 address, unbracketed (no name: no DNS at start) */
+	int		 port;		/* 1..65535 */
+};
+
 struct render_upstream {
 	const char	*backend_name;	/* HAProxy backend name: [A-Za-z0-9_.-], 1..64 chars, unique */
 	unsigned	 slots;		/* server slots, 1..RENDER_SLOTS_MAX */
@@ -45,6 +54,8 @@ struct render_upstream {
 	 * the destination name, or for a prepared query the service the query returns.
 	 */
 	const char	*server_identity;
+	const struct render_server *servers;	/* the filled slots, in any order; NULL when nservers is 0 */
+	size_t		 nservers;		/* at most slots */
 };
 
 struct render_input {

@@ -107,10 +107,19 @@ sample_cfg(struct proxy_cfg *c, bool http, size_t nup)
 	c->nupstreams = nup;
 }
 
+/* db: slots 1 and 3 of 4 filled (out of order), redis: one IPv6 instance in slot 8 of 8, geo-cache: none. */
+static const struct render_server sample_db[2] = {
+	{ 2, "10.0.0.3", 20001 },
+	{ 0, "10.0.0.1", 21000 },
+};
+static const struct render_server sample_redis[1] = {
+	{ 7, "fd00::7", 21000 },
+};
+
 static const struct render_upstream sample_ru[3] = {
-	{ "db_0", 4, "db" },
-	{ "redis.dc2_1", 8, "redis" },
-	{ "pq_geo-cache_2", 4, "geo-cache-v2" },
+	{ "db_0", 4, "db", sample_db, 2 },
+	{ "redis.dc2_1", 8, "redis", sample_redis, 1 },
+	{ "pq_geo-cache_2", 4, "geo-cache-v2", NULL, 0 },
 };
 
 static void
@@ -236,7 +245,7 @@ test_tcp_three_upstreams(void **state)
 {
 	struct render_input in;
 	struct proxy_cfg c;
-	char *cfg, line[1024];
+	char *cfg, line[4096];
 
 	sample_cfg(&c, false, 3);
 	sample_input(&in, &c);
@@ -248,12 +257,26 @@ test_tcp_three_upstreams(void **state)
 	has(cfg, "frontend up_redis.dc2_1\n    bind [::1]:9192\n");
 	has(cfg, "frontend up_pq_geo-cache_2\n    bind 127.0.0.2:9193\n");
 	has(cfg, "backend db_0\n    mode tcp\n    balance leastconn\n    timeout connect 10000\n");
-	snprintf(line, sizeof(line), "    server-template slot 4 0.0.0.0:0 disabled ssl crt %s ca-file %s "
-	    "verify required verifyhost db\n", leaf, ca);
+	/* Known instances are enabled at their address, every other slot disabled; names slot1..slotN. */
+	snprintf(line, sizeof(line), "    option redispatch 1\n"
+	    "    server slot1 10.0.0.1:21000 ssl crt %s ca-file %s verify required verifyhost db\n"
+	    "    server slot2 0.0.0.0:0 disabled ssl crt %s ca-file %s verify required verifyhost db\n"
+	    "    server slot3 10.0.0.3:20001 ssl crt %s ca-file %s verify required verifyhost db\n"
+	    "    server slot4 0.0.0.0:0 disabled ssl crt %s ca-file %s verify required verifyhost db\n\n",
+	    leaf, ca, leaf, ca, leaf, ca, leaf, ca);
 	has(cfg, line);
-	snprintf(line, sizeof(line), "    server-template slot 8 0.0.0.0:0 disabled ssl crt %s ca-file %s "
-	    "verify required verifyhost redis\n", leaf, ca);
+	has(cfg, "# 4 server slots, 2 holding the instances known when this file was written");
+	snprintf(line, sizeof(line), "    server slot7 0.0.0.0:0 disabled ssl crt %s ca-file %s "
+	    "verify required verifyhost redis\n"
+	    "    server slot8 [fd00::7]:21000 ssl crt %s ca-file %s verify required verifyhost redis\n\n",
+	    leaf, ca, leaf, ca);
 	has(cfg, line);
+	snprintf(line, sizeof(line), "    server slot4 0.0.0.0:0 disabled ssl crt %s ca-file %s "
+	    "verify required verifyhost geo-cache-v2\n\n", leaf, ca);
+	has(cfg, line);
+	hasnt(cfg, "server-template");
+	hasnt(cfg, "slot5 0.0.0.0:0 disabled ssl crt /tmp/hc-render-XXXXXX");
+	hasnt(cfg, "verifyhost db\n    server slot5");
 	has(cfg, "    timeout connect 2500\n");
 	has(cfg, "verify required verifyhost geo-cache-v2\n");
 	has(cfg, "# ---- upstream prepared_query geo-cache (127.0.0.2:9193) ----\n");
@@ -309,6 +332,43 @@ test_http_three_upstreams(void **state)
 	free(cfg);
 }
 
+/* The largest backend: RENDER_SLOTS_MAX slots, every one filled, one server line each, within the cap. */
+static void
+test_max_slots(void **state)
+{
+	struct render_server *sv;
+	struct render_upstream ru[1];
+	struct render_output out;
+	struct render_input in;
+	struct proxy_cfg c;
+	char (*addrs)[32], line[512];
+	unsigned k;
+
+	sample_cfg(&c, false, 1);
+	sample_input(&in, &c);
+	sv = calloc(RENDER_SLOTS_MAX, sizeof(*sv));
+	addrs = calloc(RENDER_SLOTS_MAX, sizeof(*addrs));
+	assert_non_null(sv);
+	assert_non_null(addrs);
+	for (k = 0; k < RENDER_SLOTS_MAX; k++) {
+		snprintf(addrs[k], sizeof(addrs[k]), "10.1.%u.%u", k / 256, k % 256);
+		sv[k] = (struct render_server){ RENDER_SLOTS_MAX - 1 - k, addrs[k], 20000 };
+	}
+	ru[0] = (struct render_upstream){ "db_0", RENDER_SLOTS_MAX, "db", sv, RENDER_SLOTS_MAX };
+	in.upstreams = ru;
+	if (render_files(&tmpl, &in, &out, err, sizeof(err)) == -1)
+		fail_msg("render: %s", err);
+	snprintf(line, sizeof(line), "    server slot1 10.1.15.255:20000 ssl crt %s ", leaf);
+	has(out.haproxy_cfg, line);
+	snprintf(line, sizeof(line), "    server slot%d 10.1.0.0:20000 ssl crt %s ", RENDER_SLOTS_MAX, leaf);
+	has(out.haproxy_cfg, line);
+	hasnt(out.haproxy_cfg, " disabled ");
+	assert_true(out.haproxy_cfg_len < RENDER_OUTPUT_MAX / 4);
+	render_output_free(&out);
+	free(sv);
+	free(addrs);
+}
+
 static void
 expect_refused(const struct render_input *in, const char *want)
 {
@@ -318,6 +378,45 @@ expect_refused(const struct render_input *in, const char *want)
 	assert_null(out.haproxy_cfg);
 	assert_null(out.spoe_conf);
 	assert_string_equal(err, want);
+}
+
+/* Filled slots that could not be rendered safely: each refused, nothing written. */
+static void
+expect_servers_refused(struct render_input *in, struct render_upstream *ru)
+{
+	struct render_server sv[5];
+	char want[256];
+
+	memcpy(sv, sample_db, sizeof(sample_db));
+	ru[0].servers = sv;
+	ru[0].nservers = 2;
+	sv[1].slot = 4;
+	expect_refused(in, "upstream db_0: server slot 4 is out of range (0..3)");
+	sv[1].slot = 2;
+	expect_refused(in, "upstream db_0: server slot 2 is filled twice");
+	sv[1].slot = 0;
+	sv[1].addr = "db.service.consul";
+	expect_refused(in, "upstream db_0: server slot 0: \"db.service.consul\" is not a numeric IP address");
+	sv[1].addr = "10.0.0.1 backup";
+	expect_refused(in, "upstream db_0: server slot 0: \"10.0.0.1 backup\" is not a numeric IP address");
+	sv[1].addr = "[::1]";
+	expect_refused(in, "upstream db_0: server slot 0: \"[::1]\" is not a numeric IP address");
+	sv[1].addr = NULL;
+	expect_refused(in, "upstream db_0: server slot 0: \"(null)\" is not a numeric IP address");
+	sv[1].addr = "10.0.0.1";
+	sv[1].port = 0;
+	expect_refused(in, "upstream db_0: server slot 0: 0 is not a port");
+	sv[1].port = 65536;
+	expect_refused(in, "upstream db_0: server slot 0: 65536 is not a port");
+	sv[1].port = 21000;
+	ru[0].nservers = 5;
+	snprintf(want, sizeof(want), "upstream db_0: 5 servers for 4 slots");
+	expect_refused(in, want);
+	ru[0].servers = NULL;
+	ru[0].nservers = 1;
+	expect_refused(in, "upstream db_0: 1 servers announced but none given");
+	ru[0].servers = sample_db;
+	ru[0].nservers = 2;
 }
 
 static void
@@ -372,6 +471,7 @@ test_refused_inputs(void **state)
 	expect_refused(&in, "upstream db_0 server identity: \"db verify none\" has a character other than "
 	    "letters, digits, '.', '_', '-'");
 	ru[0].server_identity = "db";
+	expect_servers_refused(&in, ru);
 	c.target_service_name = (char *)"web)\n";
 	expect_refused(&in, "service name: \"web)\n\" has a character other than letters, digits, '.', '_', '-'");
 	c.target_service_name = (char *)"web";
@@ -448,6 +548,7 @@ main(void)
 		cmocka_unit_test(test_tcp_three_upstreams),
 		cmocka_unit_test(test_http_no_upstreams),
 		cmocka_unit_test(test_http_three_upstreams),
+		cmocka_unit_test(test_max_slots),
 		cmocka_unit_test(test_refused_inputs),
 		cmocka_unit_test(test_template_errors_and_loading),
 	};
