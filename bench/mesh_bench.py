@@ -104,7 +104,18 @@ def iperf(port, streams, secs, rate=None):
     if "error" in res:
         return {"error": res["error"]}
     rx = res["end"]["sum_received"]
-    return {"gbps": rx["bits_per_second"] / 1e9, "bytes": rx["bytes"]}
+    # every interval's bytes, the omitted first second included: what the CPU time was spent on
+    sent = sum(iv["sum"]["bytes"] for iv in res.get("intervals", []))
+    return {"gbps": rx["bits_per_second"] / 1e9, "bytes": rx["bytes"], "all_bytes": sent or rx["bytes"]}
+
+
+def mesh_iperf(mesh, streams, secs):
+    """iperf3 through web -> redis, with the CPU seconds per GB both proxies used."""
+    r, cpu = with_cpu([mesh.proxies["web"], mesh.proxies["redis"]],
+                      lambda: iperf(mesh.local["redis"], streams, secs))
+    if r.get("all_bytes"):
+        r["cpu_s_per_gb"] = cpu / (r["all_bytes"] / 1e9)
+    return r
 
 
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
@@ -151,6 +162,14 @@ def wrk(port, secs, conns):
     return r
 
 
+def wrk_cpu(mesh, secs, conns):
+    """wrk through web -> api (check ON), with the CPU microseconds per connection of both proxies."""
+    r, cpu = with_cpu([mesh.proxies["web"], mesh.proxies["api"]], lambda: wrk(mesh.local["api"], secs, conns))
+    if r["requests"]:
+        r["cpu_us"] = cpu * 1e6 / r["requests"]
+    return r
+
+
 def http_get(port, timeout=5.0):
     """One GET through a port: the status line, or None when the connection closed without an answer."""
     try:
@@ -167,20 +186,41 @@ def http_get(port, timeout=5.0):
         return None
 
 
-def tree_cpu(pid):
-    """CPU seconds (user + system) used so far by a process and all its live descendants."""
-    total, stack, tick = 0, [pid], os.sysconf("SC_CLK_TCK")
+def tree_cpu(pids):
+    """{pid: CPU seconds (user + system)} of processes and all their live descendants."""
+    out, stack, tick = {}, list(pids), os.sysconf("SC_CLK_TCK")
     while stack:
         p = stack.pop()
         try:
             stat = read("/proc/%d/stat" % p)
             f = stat[stat.rindex(")") + 2:].split()
-            total += int(f[11]) + int(f[12])
+            out[p] = (int(f[11]) + int(f[12])) / tick
             for t in os.listdir("/proc/%d/task" % p):
                 stack += [int(c) for c in read("/proc/%d/task/%s/children" % (p, t)).split()]
         except (OSError, ValueError):
             continue
-    return total / tick
+    return out
+
+
+def cpu_delta(before, after):
+    """CPU seconds used between two tree_cpu() snapshots by the processes alive at the end (a worker that
+    exited meanwhile, e.g. an old one after a reload, must not subtract its whole life)."""
+    return sum(v - before.get(p, 0.0) for p, v in after.items())
+
+
+def comm(pid):
+    try:
+        return read("/proc/%d/comm" % pid).strip()
+    except OSError:
+        return ""
+
+
+def with_cpu(pxs, fn):
+    """Runs fn() and returns (its result, CPU seconds the proxies' process trees used meanwhile)."""
+    pids = [px.proc.pid for px in pxs]
+    c0 = tree_cpu(pids)
+    r = fn()
+    return r, cpu_delta(c0, tree_cpu(pids))
 
 
 # ---------------------------------------------------------------- templates
@@ -242,9 +282,14 @@ LEVERS = {
     "noreuse": {
         "what": "no-ssl-reuse on web's server lines (every connection a full handshake)",
         "proxies": ("web",),
-        "edit": lambda t: _edit(t, "ssl-default-server-options ssl-min-ver TLSv1.2\n",
-                                "ssl-default-server-options ssl-min-ver TLSv1.2 no-ssl-reuse\n"),
+        "edit": lambda t: _edit(t, "verifyhost {{u.server_identity}}\n", "verifyhost {{u.server_identity}} no-ssl-reuse\n"),
         "marker": "no-ssl-reuse",
+    },
+    "quietlog": {
+        "what": "HAProxy log level warning on web and api (no line per connection)",
+        "proxies": ("web", "api"),
+        "edit": lambda t: _edit(t, "    log stderr format raw local0 {{log_level}}\n", "    log stderr format raw local0 warning\n"),
+        "marker": "local0 warning",
     },
 }
 
@@ -407,8 +452,7 @@ def phase_bulk(mesh, secs, rounds):
         if r % 2:
             order.reverse()
         for path, streams in order:
-            port = mesh.iperf_port if path == "direct" else mesh.local["redis"]
-            x = iperf(port, streams, secs)
+            x = iperf(mesh.iperf_port, streams, secs) if path == "direct" else mesh_iperf(mesh, streams, secs)
             log("bulk %s %d stream(s): %s" % (path, streams, x))
             res.setdefault("%s%d" % (path, streams), []).append(x)
     return res
@@ -426,10 +470,14 @@ def phase_conns(mesh, secs, rounds, conns):
         order = ["direct", "on", "off"] if r % 2 == 0 else ["off", "on"]
         for key in order:
             px = inbound.get(key)
-            c0 = tree_cpu(px.proc.pid) if px else 0
+            pids = [px.proc.pid] if px else []
+            c0 = tree_cpu(pids)
             x = wrk(ports[key], secs, conns)
+            c1 = tree_cpu(pids)
             if px and x["requests"]:
-                x["cpu_us"] = (tree_cpu(px.proc.pid) - c0) * 1e6 / x["requests"]
+                x["cpu_us"] = cpu_delta(c0, c1) * 1e6 / x["requests"]
+                spoa = {p: v for p, v in c1.items() if comm(p) == "connect-spoa"}
+                x["spoa_cpu_us"] = cpu_delta(c0, spoa) * 1e6 / x["requests"]
             log("conns %s: %.0f/s p50 %s ms p99 %s ms errors %d non2xx %d cpu/conn %s us" % (
                 key, x["rate"], x["p50"], x["p99"], x["errors"], x["non2xx"], x.get("cpu_us")))
             res.setdefault(key, []).append(x)
@@ -668,7 +716,8 @@ def table(res, meta):
             d, m = b.get("direct%d" % st, []), b.get("mesh%d" % st, [])
             row(1, "bulk, %d stream%s, direct to the app" % (st, "s" if st > 1 else ""), _gbps(d))
             row(1, "bulk, %d stream%s, web -> mTLS -> redis -> app" % (st, "s" if st > 1 else ""), _gbps(m),
-                "direct", _ratio(mean([x.get("gbps") for x in m]), mean([x.get("gbps") for x in d])))
+                "direct", _ratio(mean([x.get("gbps") for x in m]), mean([x.get("gbps") for x in d])),
+                "both proxies: " + _rng([x.get("cpu_s_per_gb") for x in m], "%.2f CPU s/GB"))
         m4 = mean([x.get("gbps") for x in b.get("mesh4", [])])
         row(1, "Consul docs: built-in proxy \"could sustain 5 Gbps\"", "%.1f Gbit/s (claim)" % CONSUL_CLAIM_GBPS,
             "ours, 4 streams", _ratio(m4, CONSUL_CLAIM_GBPS), "ours / claim")
@@ -684,7 +733,9 @@ def table(res, meta):
         if con and coff:
             row(2, "inbound proxy CPU per connection (HAProxy + connect-spoa), check ON",
                 _rng([x.get("cpu_us") for x in on], "%.0f us"), "OFF " + _rng([x.get("cpu_us") for x in off], "%.0f us"),
-                _ratio(coff, con), "OFF/ON cost: the check's share of the inbound CPU")
+                _ratio(coff, con), "OFF/ON: 1 - the check's share of the inbound CPU")
+            row(2, "... of which connect-spoa, check ON", _rng([x.get("spoa_cpu_us") for x in on], "%.1f us"),
+                "", "", "the rest of the check's cost is HAProxy's SPOE filter")
         row(2, "p99 latency, check ON vs OFF", _rng([x["p99"] for x in on], "%.1f ms"), "check OFF",
             _ratio(mean([x["p99"] for x in on]), mean([x["p99"] for x in off])), "lower is better")
     for r in res.get("rotation", []):
@@ -734,12 +785,19 @@ def table(res, meta):
                 vv = [x.get("gbps") for m in lv["variant"] for x in [m["%d" % st]]]
                 row("L", "%s: bulk %d stream%s" % (lv["what"], st, "s" if st > 1 else ""), _rng(vv, "%.2f Gbit/s"),
                     "shipped " + _rng(bv, "%.2f"), _ratio(mean(vv), mean(bv)), "A B B A")
+                bc = [m["%d" % st].get("cpu_s_per_gb") for m in lv["base"]]
+                vc = [m["%d" % st].get("cpu_s_per_gb") for m in lv["variant"]]
+                row("L", "... same, CPU of both proxies per GB", _rng(vc, "%.2f s/GB"), "shipped " + _rng(bc, "%.2f"),
+                    _ratio(mean(vc), mean(bc)), "< 1: the variant is cheaper")
         else:
             bv, vv = [x["rate"] for x in lv["base"]], [x["rate"] for x in lv["variant"]]
             row("L", "%s: new connections (check ON)" % lv["what"],
                 _rng(vv, "%.0f/s") + ", p99 " + _rng([x["p99"] for x in lv["variant"]], "%.1f ms"),
                 "shipped " + _rng(bv, "%.0f/s") + ", p99 " + _rng([x["p99"] for x in lv["base"]], "%.1f ms"),
                 _ratio(mean(vv), mean(bv)), "A B B A")
+            bc, vc = [x.get("cpu_us") for x in lv["base"]], [x.get("cpu_us") for x in lv["variant"]]
+            row("L", "... same, CPU of web + api per connection", _rng(vc, "%.0f us"), "shipped " + _rng(bc, "%.0f"),
+                _ratio(mean(vc), mean(bc)), "< 1: the variant is cheaper")
     e = res.get("enforced")
     if e:
         row("S", "sanity: deny intention web -> api", "ON path %s, OFF path %s" % (
@@ -779,10 +837,15 @@ def main():
     ap.add_argument("--budget", type=int, default=540, help="skip phases that would end after this many s")
     ap.add_argument("--json", default=os.path.join(os.environ.get("HC_BIN_DIR", os.path.join(TOP, "build")),
                                                    "bench", "results.json"))
+    ap.add_argument("--only", default="bulk,conns,rotation,spop,levers,sanity",
+                    help="comma-separated phases to run (default: all of bulk,conns,rotation,spop,levers,sanity)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs) after the run")
     a = ap.parse_args()
     if a.quick:
         a.rounds, a.conn_rounds, a.secs, a.no_levers = 1, 1, 3, True
+    only = set(a.only.split(","))
+    if a.no_levers:
+        only.discard("levers")
     for tool in ("iperf3", "wrk", HAPROXY, harness.bin_path("connect-certsync"), harness.bin_path("connect-spoa")):
         if shutil.which(tool) is None:
             log("missing %s (make deps; make)" % tool)
@@ -812,22 +875,25 @@ def main():
         mesh = Mesh(group, workdir, a.nbthread)
         mesh.wait_flowing()
         log("mesh up in %.1f s" % (time.monotonic() - t_start))
-        res["bulk"] = phase_bulk(mesh, a.secs, a.rounds)
-        res["conns"] = phase_conns(mesh, a.secs, a.conn_rounds, a.conns)
+        if "bulk" in only:
+            res["bulk"] = phase_bulk(mesh, a.secs, a.rounds)
+        if "conns" in only:
+            res["conns"] = phase_conns(mesh, a.secs, a.conn_rounds, a.conns)
         res["rotation"] = []
         for kind in ("leaf", "ca"):
-            if left(20):
+            if "rotation" in only and left(20):
                 res["rotation"].append(phase_rotation(mesh, 14, a.conns, kind))
                 mesh.check_alive()
-        if left(3 * a.secs + 30):
+        if "spop" in only and left(3 * a.secs + 30):
             res["spop"] = phase_spop(mesh, group, harness.bin_path(os.path.join("bench", "spop-load")), a.secs)
-        if not a.no_levers:
+        if "levers" in only:
             res["levers"] = {}
             measures = {
-                "bulk": lambda: {"%d" % st: iperf(mesh.local["redis"], st, a.secs) for st in (1, 4)},
-                "conns": lambda: wrk(mesh.local["api"], a.secs, a.conns),
+                "bulk": lambda: {"%d" % st: mesh_iperf(mesh, st, a.secs) for st in (1, 4)},
+                "conns": lambda: wrk_cpu(mesh, a.secs, a.conns),
             }
-            for name, kind in (("bufsize", "bulk"), ("aes256", "bulk"), ("tls12", "conns"), ("noreuse", "conns")):
+            for name, kind in (("bufsize", "bulk"), ("aes256", "bulk"), ("tls12", "conns"), ("noreuse", "conns"),
+                               ("quietlog", "conns")):
                 need = 4 * (a.secs + 2) * (2 if kind == "bulk" else 1) + 15
                 if not left(need):
                     continue
@@ -839,7 +905,8 @@ def main():
                 lv["kind"] = kind
                 res["levers"][name] = lv
                 mesh.check_alive()
-        res["enforced"] = phase_enforced(mesh, mesh.iid)
+        if "sanity" in only:
+            res["enforced"] = phase_enforced(mesh, mesh.iid)
     except KeyboardInterrupt:
         log("interrupted: stopping everything")
         rc = 130
