@@ -57,6 +57,8 @@ CERTSYNC_CORE := $(filter-out $(O)/certsync/main.o,$(CERTSYNC_OBJS))
 BINS := $(O)/connect-spoa $(O)/connect-certsync
 
 .PHONY: all test unit integration fuzz fuzz-run install demo bench clean deps
+# Keep object files that pattern rules build on the way (fuzz and bench objects).
+.SECONDARY:
 all: $(BINS)
 
 # Rebuild everything when the compiler or its flags change (HAProxy's .build_opts).
