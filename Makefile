@@ -149,7 +149,7 @@ demo: deps all
 	@$(PYTHON) contrib/demo/demo.py
 
 bench: deps all $(BENCH_BINS)
-	@sh bench/run-bench.sh
+	@PYTHON=$(PYTHON) HC_BIN_DIR=$(CURDIR)/$(O) sh bench/run-bench.sh $(BENCH_ARGS)
 
 clean:
 	rm -rf build
