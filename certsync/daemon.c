@@ -4,9 +4,19 @@
  * Desired state comes from watch callbacks; every change schedules apply() on a short timer so a burst
  * of answers is applied once. apply() compares desired with applied and does the cheapest step:
  * certificate files first (HAProxy must never be told about a file before it is complete), then either a
- * start, a reload (the rendered haproxy.cfg differs, or the CA bundle changed), or runtime calls only
- * (leaf rotation, server slots). Only one start/reload runs at a time; changes that arrive meanwhile are
- * applied when it completes.
+ * start, a reload (the shape of the rendered haproxy.cfg differs, or the CA bundle changed), or runtime
+ * calls only (leaf rotation, server slots). Only one start/reload runs at a time; changes that arrive
+ * meanwhile are applied when it completes.
+ *
+ * Zero failed connections across a reload: the rendered haproxy.cfg holds the known upstream instances
+ * as enabled servers (render.h), so a new worker serves them from its first connection. Which slot holds
+ * which instance is planned once (plan_slots) from what the running worker has, for the rendered file and
+ * for the runtime calls alike, so a reload moves no instance. Whether a reload is needed is decided on
+ * the "shape" (the same render with every slot empty): a changed instance alone is a runtime call.
+ *
+ * CA change: the new bundle is written and loaded by a reload; a new leaf that arrives with it is held
+ * back (file and runtime) until that reload succeeded, then put in service by rt_cert_update (runtime.h:
+ * the old worker trusts only the old roots during the handover).
  */
 #include <errno.h>
 #include <limits.h>
@@ -38,6 +48,7 @@
 #define START_RETRY	5.0	/* after a failed first start */
 #define STOP_TIMEOUT	10.0
 #define SERVICES12_POLL	2.0	/* Consul 1.2 has no blocking /v1/agent/services */
+#define UP_FIRST_WAIT	2.0	/* a reload waits this long at most for a new upstream's first answer */
 
 enum cfg_mode {
 	CFG_MANAGED,		/* /v1/agent/connect/proxy/<id>, hash blocking */
@@ -81,6 +92,7 @@ struct up {
 	char		*ns;
 	struct consul_watch *w;
 	bool		 answered;	/* a first answer (or failure) came: the first apply need not wait */
+	ev_tstamp	 born;		/* when it was added: a reload waits a little for its first answer */
 	bool		 failing;
 	struct instance_list inst;
 };
@@ -123,8 +135,11 @@ struct daemon {
 	size_t			 hcfg_len, spoe_len;
 	char			*cand_hcfg, *cand_spoe;	/* being started / reloaded */
 	size_t			 cand_hcfg_len, cand_spoe_len;
-	char			*failed_hcfg;		/* last candidate that failed: not retried as is */
-	size_t			 failed_hcfg_len;
+	char			*shape, *cand_shape;	/* running / candidate config rendered with empty slots */
+	size_t			 shape_len, cand_shape_len;
+	char			*failed_shape;		/* shape of the last candidate that failed: not retried as is */
+	size_t			 failed_shape_len;
+	bool			 ca_reload_failed;	/* the reload with new roots failed: stop holding the leaf */
 	struct abackend		*ab, *cb;		/* applied / candidate backends */
 	size_t			 nab, ncb;
 	unsigned		 cand_roots_gen;
@@ -235,7 +250,7 @@ slots_reset(struct abackend *b)
 {
 	unsigned i;
 
-	/* server-template slots start in maintenance at 0.0.0.0:0 in a fresh worker */
+	/* empty: a slot rendered "disabled" at 0.0.0.0:0 (render_candidate then fills the planned ones) */
 	for (i = 0; i < b->nslots; i++) {
 		memset(&b->slots[i], 0, sizeof(b->slots[i]));
 		snprintf(b->slots[i].addr, sizeof(b->slots[i].addr), "0.0.0.0");
@@ -252,6 +267,47 @@ slots_unknown(struct abackend *b)
 		b->slots[i].known = false;
 		b->slots[i].inflight = false;
 	}
+}
+
+/*
+ * Which instance each of nslots slots holds: plan[i] is an index into inst, or -1 for an empty slot.
+ * An instance already in a ready slot of cur (the running backend, ncur slots, may be NULL) stays in it;
+ * the others take the free slots in order; instances beyond nslots are left out (the slot count grows
+ * with a reload first). The same plan serves the rendered file and the runtime calls.
+ */
+static void
+plan_slots(const struct slot *cur, unsigned ncur, const struct instance_list *inst, unsigned nslots,
+    long *plan)
+{
+	bool *placed;
+	unsigned i;
+	size_t k;
+	long at;
+
+	if ((placed = calloc(inst->n + 1, sizeof(*placed))) == NULL)
+		fatal("calloc");
+	for (i = 0; i < nslots; i++)
+		plan[i] = -1;
+	for (i = 0; i < ncur && i < nslots; i++) {
+		if (!cur[i].ready)
+			continue;
+		at = instance_list_find(inst, cur[i].addr, cur[i].port);
+		if (at >= 0 && !placed[at]) {
+			placed[at] = true;
+			plan[i] = at;
+		}
+	}
+	for (k = 0, i = 0; k < inst->n; k++) {
+		if (placed[k])
+			continue;
+		while (i < nslots && plan[i] >= 0)
+			i++;
+		if (i >= nslots)
+			break;
+		plan[i] = (long)k;
+		placed[k] = true;
+	}
+	free(placed);
 }
 
 static const char *
@@ -443,6 +499,7 @@ up_new(struct daemon *d, const struct upstream_cfg *uc)
 	if (u == NULL)
 		fatal("calloc");
 	u->d = d;
+	u->born = ev_now(d->loop);
 	u->type = uc->dest_type;
 	u->dest = xstrdup(uc->dest_name);
 	u->dc = xstrdup(uc->datacenter);
@@ -993,17 +1050,34 @@ find_sidecar(struct daemon *d)
 
 /* ---- rendering ---- */
 
+/* Frees the per-upstream server arrays of render_candidate. */
+static void
+render_servers_free(struct render_upstream *ru, size_t n)
+{
+	size_t i;
+
+	for (i = 0; ru != NULL && i < n; i++)
+		free((void *)(uintptr_t)ru[i].servers);
+	free(ru);
+}
+
 /*
- * Renders the configuration the desired state asks for into d->cand_* and d->cb. 0, or -1 with err.
+ * Renders the configuration the desired state asks for into d->cand_* and d->cb: the known instances
+ * in the slots plan_slots gives them against the running backend of the same destination (cb's slots
+ * then say what the new worker holds), and the shape (the same with every slot empty) into
+ * d->cand_shape. 0, or -1 with err.
  */
 static int
 render_candidate(struct daemon *d, char *err, size_t errlen)
 {
 	struct render_upstream *ru = NULL;
+	struct render_server *rs;
 	struct render_input in;
-	struct render_output out;
+	struct render_output out, shape;
 	struct abackend *cb = NULL;
 	size_t i, j;
+	unsigned k;
+	long *plan;
 	int rc;
 
 	if (!d->have_tmpl) {
@@ -1019,12 +1093,12 @@ render_candidate(struct daemon *d, char *err, size_t errlen)
 	}
 	for (i = 0; i < d->nups; i++) {
 		struct up *u = d->ups[i];
-		unsigned cur = 0;
+		const struct abackend *run = NULL;
 
 		/* keep the slot count of the running backend for this destination: never shrink */
 		for (j = 0; j < d->nab; j++) {
 			if (d->ab[j].type == u->type && str_eq(d->ab[j].dest, u->dest) && str_eq(d->ab[j].dc, u->dc)) {
-				cur = d->ab[j].nslots;
+				run = &d->ab[j];
 				break;
 			}
 		}
@@ -1034,13 +1108,32 @@ render_candidate(struct daemon *d, char *err, size_t errlen)
 		cb[i].dest = xstrdup(u->dest);
 		cb[i].dc = xstrdup(u->dc);
 		cb[i].identity = xstrdup(identity_of(u));
-		cb[i].nslots = daemon_slots_for(cur, u->inst.n);
-		if ((cb[i].slots = calloc(cb[i].nslots, sizeof(*cb[i].slots))) == NULL)
+		cb[i].nslots = daemon_slots_for(run != NULL ? run->nslots : 0, u->inst.n);
+		if ((cb[i].slots = calloc(cb[i].nslots, sizeof(*cb[i].slots))) == NULL ||
+		    (plan = calloc(cb[i].nslots, sizeof(*plan))) == NULL ||
+		    (rs = calloc(cb[i].nslots, sizeof(*rs))) == NULL)
 			fatal("calloc");
 		slots_reset(&cb[i]);
+		plan_slots(run != NULL ? run->slots : NULL, run != NULL ? run->nslots : 0, &u->inst, cb[i].nslots,
+		    plan);
 		ru[i].backend_name = cb[i].name;
 		ru[i].slots = cb[i].nslots;
 		ru[i].server_identity = cb[i].identity;
+		ru[i].servers = rs;
+		for (k = 0; k < cb[i].nslots; k++) {
+			struct slot *s = &cb[i].slots[k];
+
+			if (plan[k] < 0)
+				continue;
+			snprintf(s->addr, sizeof(s->addr), "%s", u->inst.v[plan[k]].addr);
+			s->port = u->inst.v[plan[k]].port;
+			s->ready = true;
+			rs[ru[i].nservers].slot = k;
+			rs[ru[i].nservers].addr = u->inst.v[plan[k]].addr;
+			rs[ru[i].nservers].port = u->inst.v[plan[k]].port;
+			ru[i].nservers++;
+		}
+		free(plan);
 	}
 	memset(&in, 0, sizeof(in));
 	in.cfg = &d->cfg;
@@ -1055,18 +1148,29 @@ render_candidate(struct daemon *d, char *err, size_t errlen)
 	in.nbthread = d->o.nbthread;
 	in.log_level = d->o.log_level;
 	memset(&out, 0, sizeof(out));
+	memset(&shape, 0, sizeof(shape));
 	rc = render_files(&d->tmpl, &in, &out, err, errlen);
-	free(ru);
+	if (rc == 0) {
+		for (i = 0; i < d->nups; i++)
+			ru[i].nservers = 0;
+		rc = render_files(&d->tmpl, &in, &shape, err, errlen);
+	}
+	render_servers_free(ru, d->nups);
 	if (rc == -1) {
+		render_output_free(&out);
 		abackends_free(cb, d->nups);
 		return -1;
 	}
 	free(d->cand_hcfg);
 	free(d->cand_spoe);
+	free(d->cand_shape);
 	d->cand_hcfg = out.haproxy_cfg;
 	d->cand_hcfg_len = out.haproxy_cfg_len;
 	d->cand_spoe = out.spoe_conf;
 	d->cand_spoe_len = out.spoe_conf_len;
+	d->cand_shape = shape.haproxy_cfg;
+	d->cand_shape_len = shape.haproxy_cfg_len;
+	free(shape.spoe_conf);
 	abackends_free(d->cb, d->ncb);
 	d->cb = cb;
 	d->ncb = d->nups;
@@ -1085,27 +1189,28 @@ write_candidate(struct daemon *d, char *err, size_t errlen)
 static void
 commit_candidate(struct daemon *d)
 {
-	size_t i;
-
 	free(d->hcfg);
 	free(d->spoe);
+	free(d->shape);
 	d->hcfg = d->cand_hcfg;
 	d->hcfg_len = d->cand_hcfg_len;
 	d->spoe = d->cand_spoe;
 	d->spoe_len = d->cand_spoe_len;
-	d->cand_hcfg = d->cand_spoe = NULL;
+	d->shape = d->cand_shape;
+	d->shape_len = d->cand_shape_len;
+	d->cand_hcfg = d->cand_spoe = d->cand_shape = NULL;
+	/* The new worker holds the slots as rendered (cb says so): no runtime call needed for them. */
 	abackends_free(d->ab, d->nab);
 	d->ab = d->cb;
 	d->nab = d->ncb;
 	d->cb = NULL;
 	d->ncb = 0;
-	for (i = 0; i < d->nab; i++)
-		slots_unknown(&d->ab[i]);
 	d->roots_rt_gen = d->cand_roots_gen;
-	/* a fresh worker read the leaf file, which holds the newest leaf */
+	/* a fresh worker read the leaf file as it is now (a leaf held back by the CA change comes next) */
 	d->leaf_rt_gen = d->leaf_gen;
-	free(d->failed_hcfg);
-	d->failed_hcfg = NULL;
+	d->ca_reload_failed = false;
+	free(d->failed_shape);
+	d->failed_shape = NULL;
 	d->last_err[0] = '\0';
 }
 
@@ -1196,13 +1301,13 @@ hap_on_ready(void *arg, pid_t worker)
 
 	log_info("haproxy worker %d ready", (int)worker);
 	/*
-	 * A new worker starts from the files: the leaf as last written, server slots in maintenance or as
-	 * the server-state file saved before a reload had them. Either way: set every slot again.
+	 * A started or reloaded worker holds the servers of the candidate, which commit_candidate makes the
+	 * applied state next. A worker restarted after a crash read haproxy.cfg as last written, the
+	 * newest certificate files, and none of the runtime changes since: set every slot again.
 	 */
-	for (i = 0; i < d->nab; i++)
-		slots_unknown(&d->ab[i]);
 	if (d->hs == HS_RUNNING) {
-		/* restarted after a crash: it runs the last good config and the newest files */
+		for (i = 0; i < d->nab; i++)
+			slots_unknown(&d->ab[i]);
 		d->leaf_rt_gen = d->leaf_gen;
 		d->roots_rt_gen = d->roots_gen;
 	}
@@ -1235,6 +1340,11 @@ start_done(void *arg, int rc, const char *err)
 {
 	struct daemon *d = arg;
 
+	if (d->stopping) {
+		/* hap_stop completes a pending start with -1: the hap stays until it is stopped */
+		d->hs = rc == -1 ? HS_NONE : HS_RUNNING;
+		return;
+	}
 	if (rc == -1) {
 		log_errx("haproxy did not start: %s (retrying in %.0f s)", err, START_RETRY);
 		hap_free(d->hap);
@@ -1274,9 +1384,13 @@ reload_failed(struct daemon *d, const char *err)
 	snprintf(msg, sizeof(msg), "new configuration not applied, the last good one keeps serving: %s", err);
 	log_error_once(d, msg);
 	restore_last_good(d);
-	free(d->failed_hcfg);
-	d->failed_hcfg = d->cand_hcfg;
-	d->failed_hcfg_len = d->cand_hcfg_len;
+	if (d->cand_roots_gen != d->roots_rt_gen)
+		d->ca_reload_failed = true;
+	free(d->failed_shape);
+	d->failed_shape = d->cand_shape;
+	d->failed_shape_len = d->cand_shape_len;
+	d->cand_shape = NULL;
+	free(d->cand_hcfg);
 	d->cand_hcfg = NULL;
 	free(d->cand_spoe);
 	d->cand_spoe = NULL;
@@ -1291,6 +1405,8 @@ reload_done(void *arg, int rc, const char *err)
 	struct daemon *d = arg;
 
 	d->hs = HS_RUNNING;
+	if (d->stopping)
+		return;		/* hap_stop completed it: nothing to apply any more */
 	if (rc == -1) {
 		reload_failed(d, err);
 		/* try again later: a port in use may get free, a CA change must land eventually */
@@ -1306,9 +1422,8 @@ static int
 begin_reload(struct daemon *d, char *err, size_t errlen)
 {
 	/*
-	 * A fresh worker starts with every upstream slot in maintenance until hap_on_ready sets them again:
-	 * new upstream connections in that short window fail (see the report: a server-state file in the
-	 * template would close it).
+	 * The new worker starts with the known instances as enabled servers (render_candidate): new upstream
+	 * connections succeed from its first one, no runtime call is needed before it serves.
 	 */
 	if (hap_reload(d->hap, reload_done, d, err, errlen) == -1)
 		return -1;
@@ -1472,47 +1587,21 @@ static void
 apply_slots(struct daemon *d, struct abackend *b)
 {
 	struct up *u = up_for(d, b->type, b->dest, b->dc);
-	bool *placed, *keep;
 	unsigned i;
-	size_t k;
-	long at;
+	long *plan;
 
 	if (u == NULL || !u->answered)
 		return;
-	placed = calloc(u->inst.n + 1, sizeof(*placed));
-	keep = calloc(b->nslots, sizeof(*keep));
-	if (placed == NULL || keep == NULL)
+	if ((plan = calloc(b->nslots, sizeof(*plan))) == NULL)
 		fatal("calloc");
+	plan_slots(b->slots, b->nslots, &u->inst, b->nslots, plan);
 	for (i = 0; i < b->nslots; i++) {
-		struct slot *s = &b->slots[i];
-
-		if (!s->ready)
-			continue;
-		at = instance_list_find(&u->inst, s->addr, s->port);
-		if (at >= 0 && !placed[at]) {
-			placed[at] = true;
-			keep[i] = true;
-		}
-	}
-	for (k = 0, i = 0; k < u->inst.n; k++) {
-		if (placed[k])
-			continue;
-		while (i < b->nslots && keep[i])
-			i++;
-		if (i >= b->nslots)
-			break;
-		set_slot(d, b, i, u->inst.v[k].addr, u->inst.v[k].port, true);
-		keep[i] = true;
-		placed[k] = true;
-	}
-	for (i = 0; i < b->nslots; i++) {
-		if (keep[i])
-			set_slot(d, b, i, b->slots[i].addr, b->slots[i].port, true);	/* re-set if unknown */
+		if (plan[i] >= 0)	/* also re-sets a slot whose state is unknown */
+			set_slot(d, b, i, u->inst.v[plan[i]].addr, u->inst.v[plan[i]].port, true);
 		else
 			set_slot(d, b, i, NULL, 0, false);
 	}
-	free(placed);
-	free(keep);
+	free(plan);
 }
 
 /* Periodic resync: what HAProxy actually has against what we believe it has. */
@@ -1550,7 +1639,7 @@ resync_done(void *arg, int rc, const struct rt_server *srv, size_t n, const char
 		s = &b->slots[idx - 1];
 		if (!s->known || s->inflight)
 			continue;
-		/* a server-template slot made ready keeps its "disabled" bit 0x04 (CMAINT) and is UP:
+		/* a slot rendered "disabled" and made ready keeps its bit 0x04 (CMAINT) and is UP:
 		 * maintenance is forced (0x01), inherited (0x02) or from resolution (0x20) */
 		maint = (srv[k].admin_state & 0x23) != 0;
 		if (s->ready == maint || (s->ready && (strcmp(s->addr, srv[k].addr) != 0 ||
@@ -1605,27 +1694,19 @@ ready_for_first(const struct daemon *d)
 	return true;
 }
 
-/* Writes certificate files that differ from what is on disk. 0, or -1 (logged). */
+/*
+ * Writes certificate files that differ from what is on disk, the CA bundle first. 0, or -1 (logged).
+ *
+ * While the running worker has not loaded the newest CA bundle (a reload with it is due or failed only
+ * just now), the leaf file is left as it is: the reload must start the new worker with the new roots and
+ * the leaf in service, and a leaf of the new CA goes in only after it (runtime.h, "Order").
+ */
 static int
 write_certs(struct daemon *d)
 {
 	char err[512];
+	bool hold;
 
-	if (!d->leaf_file.pem || !certs_leaf_equal(&d->leaf_file, &d->leaf)) {
-		if (certs_write_pem(d->leaf_path, d->leaf.pem, d->leaf.pem_len, 0600, err, sizeof(err)) == -1) {
-			log_errx("cannot write %s: %s", d->leaf_path, err);
-			return -1;
-		}
-		leaf_cert_free(&d->leaf_file);
-		d->leaf_file.pem = malloc(d->leaf.pem_len + 1);
-		d->leaf_file.serial = xstrdup(d->leaf.serial);
-		if (d->leaf_file.pem == NULL)
-			fatal("malloc");
-		memcpy(d->leaf_file.pem, d->leaf.pem, d->leaf.pem_len + 1);
-		d->leaf_file.pem_len = d->leaf.pem_len;
-		d->leaf_gen++;
-		log_debug("wrote %s (serial %s)", d->leaf_path, d->leaf.serial);
-	}
 	if (!d->roots_file.pem || !certs_roots_equal(&d->roots_file, &d->roots)) {
 		if (certs_write_pem(d->ca_path, d->roots.pem, d->roots.pem_len, 0644, err, sizeof(err)) == -1) {
 			log_errx("cannot write %s: %s", d->ca_path, err);
@@ -1640,9 +1721,47 @@ write_certs(struct daemon *d)
 		d->roots_gen++;
 		log_debug("wrote %s (%u certificate(s))", d->ca_path, d->roots.ncerts);
 	}
+	hold = d->hs != HS_NONE && !d->o.once && d->roots_rt_gen != d->roots_gen && !d->ca_reload_failed &&
+	    d->leaf_file.pem != NULL;
+	if (hold && !certs_leaf_equal(&d->leaf_file, &d->leaf)) {
+		log_debug("leaf certificate serial %s held back until haproxy runs with the new CA roots",
+		    d->leaf.serial);
+	} else if (!d->leaf_file.pem || !certs_leaf_equal(&d->leaf_file, &d->leaf)) {
+		if (certs_write_pem(d->leaf_path, d->leaf.pem, d->leaf.pem_len, 0600, err, sizeof(err)) == -1) {
+			log_errx("cannot write %s: %s", d->leaf_path, err);
+			return -1;
+		}
+		leaf_cert_free(&d->leaf_file);
+		d->leaf_file.pem = malloc(d->leaf.pem_len + 1);
+		d->leaf_file.serial = xstrdup(d->leaf.serial);
+		if (d->leaf_file.pem == NULL)
+			fatal("malloc");
+		memcpy(d->leaf_file.pem, d->leaf.pem, d->leaf.pem_len + 1);
+		d->leaf_file.pem_len = d->leaf.pem_len;
+		d->leaf_gen++;
+		log_debug("wrote %s (serial %s)", d->leaf_path, d->leaf.serial);
+	}
 	if (certs_leaf_verify(&d->leaf, &d->roots, err, sizeof(err)) == -1)
 		log_warnx("leaf certificate serial %s: %s (the roots may not have arrived yet)", d->leaf.serial, err);
 	return 0;
+}
+
+/* Seconds a reload should still wait for the first answer of an upstream added lately, or 0. */
+static double
+new_upstream_wait(const struct daemon *d)
+{
+	ev_tstamp now = ev_now(d->loop);
+	double wait = 0, left;
+	size_t i;
+
+	for (i = 0; i < d->nups; i++) {
+		if (d->ups[i]->answered)
+			continue;
+		left = d->ups[i]->born + UP_FIRST_WAIT - now;
+		if (left > wait)
+			wait = left;
+	}
+	return wait;
 }
 
 static void
@@ -1651,6 +1770,7 @@ apply(struct daemon *d)
 	char err[4096];
 	size_t i;
 	bool differs;
+	double wait;
 
 	if (d->stopping || !ready_for_first(d))
 		return;
@@ -1705,11 +1825,18 @@ apply(struct daemon *d)
 	}
 	/* running */
 	spoa_start(d);
-	differs = d->cand_hcfg_len != d->hcfg_len || memcmp(d->cand_hcfg, d->hcfg, d->hcfg_len) != 0 ||
+	/* Only the shape decides on a reload: instances moving between slots are runtime calls. */
+	differs = d->cand_shape_len != d->shape_len || memcmp(d->cand_shape, d->shape, d->shape_len) != 0 ||
 	    d->cand_spoe_len != d->spoe_len || memcmp(d->cand_spoe, d->spoe, d->spoe_len) != 0;
-	if (differs && d->failed_hcfg != NULL && d->failed_hcfg_len == d->cand_hcfg_len &&
-	    memcmp(d->failed_hcfg, d->cand_hcfg, d->cand_hcfg_len) == 0 && d->roots_rt_gen == d->roots_gen)
+	if (differs && d->failed_shape != NULL && d->failed_shape_len == d->cand_shape_len &&
+	    memcmp(d->failed_shape, d->cand_shape, d->cand_shape_len) == 0 && d->roots_rt_gen == d->roots_gen)
 		differs = false;	/* the same config failed already: wait for a change (or the retry) */
+	if ((differs || d->roots_rt_gen != d->roots_gen) && (wait = new_upstream_wait(d)) > 0) {
+		/* let the new worker start with the new upstream's instances (bounded wait) */
+		log_debug("reload waits up to %.1f s for the first answer of a new upstream", wait);
+		schedule_apply(d, wait);
+		goto runtime;
+	}
 	if (differs || d->roots_rt_gen != d->roots_gen) {
 		if (write_candidate(d, err, sizeof(err)) == -1) {
 			log_errx("%s", err);
@@ -1723,6 +1850,21 @@ apply(struct daemon *d)
 			goto runtime;
 		}
 		return;
+	}
+	if (d->cand_hcfg_len != d->hcfg_len || memcmp(d->cand_hcfg, d->hcfg, d->hcfg_len) != 0) {
+		/*
+		 * Same shape, other instances: the runtime calls below change the slots, and haproxy.cfg on
+		 * disk follows (the slots are planned alike), so a restarted master and an operator reading
+		 * the file see what runs. A write failure only costs that.
+		 */
+		if (atomic_write_file(d->hcfg_path, d->cand_hcfg, d->cand_hcfg_len, 0600, err, sizeof(err)) == -1) {
+			log_warnx("cannot update %s with the current instances: %s", d->hcfg_path, err);
+		} else {
+			free(d->hcfg);
+			d->hcfg = d->cand_hcfg;
+			d->hcfg_len = d->cand_hcfg_len;
+			d->cand_hcfg = NULL;
+		}
 	}
 	/* What the agent says runs now (config, files): keep it as the last known good state. */
 	save_snapshot(d);
@@ -1749,8 +1891,11 @@ schedule_apply(struct daemon *d, double delay)
 		d->apply_again = true;
 		return;
 	}
-	if (ev_is_active(&d->apply_timer))
-		return;
+	if (ev_is_active(&d->apply_timer)) {
+		if (ev_timer_remaining(d->loop, &d->apply_timer) <= delay)
+			return;
+		ev_timer_stop(d->loop, &d->apply_timer);	/* a sooner apply replaces a later one */
+	}
 	ev_timer_set(&d->apply_timer, delay, 0.);
 	ev_timer_start(d->loop, &d->apply_timer);
 }
@@ -1767,8 +1912,8 @@ retry_cb(struct ev_loop *loop, ev_timer *t, int revents)
 		return;
 	}
 	/* a failed candidate is tried once more after the retry delay */
-	free(d->failed_hcfg);
-	d->failed_hcfg = NULL;
+	free(d->failed_shape);
+	d->failed_shape = NULL;
 	apply(d);
 }
 
@@ -1904,8 +2049,8 @@ daemon_hup(struct daemon *d)
 		render_templates_free(&d->tmpl);
 		d->have_tmpl = false;
 	}
-	free(d->failed_hcfg);
-	d->failed_hcfg = NULL;
+	free(d->failed_shape);
+	d->failed_shape = NULL;
 	d->last_err[0] = '\0';
 	if (d->w_cfg != NULL)
 		consul_watch_refresh(d->w_cfg);
@@ -1971,7 +2116,9 @@ daemon_free(struct daemon *d)
 	free(d->spoe);
 	free(d->cand_hcfg);
 	free(d->cand_spoe);
-	free(d->failed_hcfg);
+	free(d->shape);
+	free(d->cand_shape);
+	free(d->failed_shape);
 	free(d->spoa_target);
 	free(d->leaf_service);
 	free(d->proxy_id);

@@ -1,7 +1,5 @@
 """Leaf and CA rotation under continuous traffic: no failed connection; a leaf rotation goes through the
 runtime API (same worker pid, no reload), and a leaf rotation after a CA rotation still takes effect."""
-import pytest
-
 import harness
 from certsync_support import Mesh, Traffic, ddir, served_serial, worker_pids  # noqa: F401 - ddir is a fixture
 
@@ -56,19 +54,45 @@ def _ca_rotation(procs, sim, ddir):  # noqa: F811
     harness.wait_until(lambda: _served(m.redis_dir) == new, 20, what="leaf rotation after CA rotation")
     n = t.ok
     harness.wait_until(lambda: t.ok >= n + 20, 30, what="traffic after the second rotation")
-    return t.stop()   # also checks that the long-lived connection survived both reloads
+    ok, failed = t.stop()   # also checks that the long-lived connection survived the reloads
+    return ok, failed, m
 
 
 def test_ca_rotation(procs, sim, ddir):  # noqa: F811
     """The CA change goes through a seamless reload (runtime.h: the only path safe on 2.6.12):
     established connections survive, traffic resumes, a later leaf rotation takes effect."""
-    ok, failed = _ca_rotation(procs, sim, ddir)
+    ok, failed, _ = _ca_rotation(procs, sim, ddir)
     assert ok > 0
 
 
-@pytest.mark.xfail(strict=True, reason="after a reload the new worker's upstream slots stay in maintenance "
-                   "until certsync sets them (~0.1 s): new upstream connections fail meanwhile. Needs the "
-                   "template to restore slots (server-state-file + init-addr last) - not done yet")
 def test_ca_rotation_zero_failures(procs, sim, ddir):  # noqa: F811
-    ok, failed = _ca_rotation(procs, sim, ddir)
+    """Not one failed connection across the CA change: the new worker starts with the upstream's known
+    instances as enabled servers (haproxy.cfg), not with empty slots waiting for the runtime API."""
+    ok, failed, _ = _ca_rotation(procs, sim, ddir)
     assert failed == [], failed[:5]
+
+
+def _lines(log, *needles):
+    """Index of the first log line holding each needle (in order of the needles), -1 when missing."""
+    lines = log.splitlines()
+    out = []
+    for n in needles:
+        out.append(next((i for i, line in enumerate(lines) if n in line), -1))
+    return out
+
+
+def test_ca_change_order(procs, sim, ddir):  # noqa: F811
+    """Roots and a leaf of the new CA arrive together: the CA bundle is written and loaded by a reload
+    that still serves the current leaf; the new leaf goes in through the runtime API only after the
+    reload succeeded (runtime.h, "Order"). Both proxies end up serving a leaf of the new CA."""
+    ok, failed, m = _ca_rotation(procs, sim, ddir)
+    assert failed == [], failed[:5]
+    for c in (m.redis, m.web):
+        log = c.log()
+        reload_at, held_at, reloaded_at, in_use_at = _lines(
+            log, "reloading haproxy: CA roots changed", "held back until haproxy runs with the new CA roots",
+            "haproxy reloaded", "in use (runtime API, no reload)")
+        assert -1 not in (reload_at, held_at, reloaded_at, in_use_at), log[-3000:]
+        assert held_at < reloaded_at < in_use_at, (held_at, reloaded_at, in_use_at)
+        assert reload_at < reloaded_at
+        assert log.count("reloading haproxy") == 1, "one reload for the CA change, none for the leaves"
