@@ -80,8 +80,18 @@ def stats(data_dir, cmd):
 
 
 def master(data_dir, cmd):
-    """One command on the master CLI (it keeps the connection open: "; quit" closes it)."""
-    return spoa_support.stats_cmd(os.path.join(data_dir, "master.sock"), cmd + "; quit")
+    """One command on the master CLI (it keeps the connection open: "; quit" closes it). A reloading
+    master re-executes itself and refuses connections for a moment, while its new worker may already
+    serve (the rendered servers need no runtime call): retried for a few seconds."""
+    path = os.path.join(data_dir, "master.sock")
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            return spoa_support.stats_cmd(path, cmd + "; quit")
+        except (ConnectionRefusedError, FileNotFoundError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def worker_pids(data_dir):
