@@ -1149,7 +1149,8 @@ cfg_equal(const struct proxy_cfg *a, const struct proxy_cfg *b)
 		const struct upstream_cfg *x = &a->upstreams[i], *y = &b->upstreams[i];
 
 		if (x->dest_type != y->dest_type || !str_eq_null(x->dest_name, y->dest_name) ||
-		    !str_eq_null(x->dest_namespace, y->dest_namespace) || !str_eq_null(x->datacenter, y->datacenter) ||
+		    !str_eq_null(x->dest_namespace, y->dest_namespace) ||
+		    !str_eq_null(x->datacenter, y->datacenter) ||
 		    !str_eq_null(x->local_bind_address, y->local_bind_address) ||
 		    x->local_bind_port != y->local_bind_port || x->connect_timeout_ms != y->connect_timeout_ms)
 			return false;

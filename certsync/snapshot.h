@@ -63,8 +63,8 @@ struct snapshot_instance {
 struct snapshot_upstream {
 	char	*dest_name;	/* = cfg.upstreams[i].dest_name */
 	char	*datacenter;	/* = cfg.upstreams[i].datacenter, may be NULL */
-	char	*service;	/* the service every instance must present (destination, or a query's Service) */
-	int64_t	 at;		/* when these instances were learnt; 0: never (no answer yet, no instances) */
+	char	*service;	/* the service every instance must present (destination or a query's) */
+	int64_t	 at;		/* when these instances were learnt; 0: no answer yet, no instances */
 	struct snapshot_instance *instances;
 	size_t	 ninstances;
 };
