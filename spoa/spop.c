@@ -366,7 +366,7 @@ cap_item(const struct spop_str *item, void *arg)
 		h->cap_fragmentation = true;
 }
 
-/* An integer value of any SPOP integer type as a signed 64-bit quantity range check helper. */
+/* The value of any SPOP integer type as an unsigned 64-bit number; -1 for negatives and other types. */
 static int
 data_to_u64(const struct spop_data *d, uint64_t *v)
 {

@@ -1037,6 +1037,49 @@ test_backpressure(void **state)
 	close(fd);
 }
 
+/* A peer that stops reading for longer than the write timeout is disconnected. */
+static void
+test_write_timeout(void **state)
+{
+	struct fx	*x = *state;
+	int		 fd, sz = 4096;
+	uint8_t		 frame[256];
+	size_t		 fl = build_notify(frame, sizeof(frame), 1, 1, ALLOW_URI, NULL, true);
+	size_t		 off = 0;
+	int		 stalls = 0;
+	ssize_t		 w;
+	double		 limit;
+	uint8_t		 sink[65536];
+
+	spoa_server_set_timeouts(x->srv, 0, 0.2);
+	fd = hello(x, 16380, 16380);
+	(void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
+	while (stalls < 200) {
+		w = send(fd, frame + off, fl - off, MSG_NOSIGNAL);
+		if (w > 0) {
+			off = (off + (size_t)w) % fl;
+			stalls = 0;
+			continue;
+		}
+		if (w == -1 && errno == EPIPE)
+			break;
+		ev_run(x->loop, EVRUN_NOWAIT);
+		stalls++;
+	}
+	/* never reading: the server gives up on us and closes */
+	limit = now() + WAIT_LIMIT;
+	while (spoa_server_nconns(x->srv) != 0) {
+		ev_run(x->loop, EVRUN_ONCE);
+		if (now() > limit)
+			fail_msg("the server kept a peer that does not read");
+	}
+	/* what it had sent is readable, then EOF or reset */
+	while ((w = recv(fd, sink, sizeof(sink), 0)) > 0)
+		;
+	assert_true(w == 0 || (w == -1 && errno == ECONNRESET));
+	close(fd);
+}
+
 static void
 test_listen_errors_and_unix(void **state)
 {
@@ -1169,6 +1212,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_max_conns, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_frame_timeout, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_backpressure, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_write_timeout, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_listen_errors_and_unix, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ipv6, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_adopt_socketpair, setup, teardown),
