@@ -26,6 +26,56 @@ def backoff(attempts):
     return min(float(1 << exp), RESTART_MAX_WAIT)
 
 
+class Adopted:
+    """A proxy process left running by a previous simulator (Consul re-adopts its proxies by pid after an agent
+    restart). Offers the subset of Popen that Daemon uses; it is not our child, so exit is seen by polling."""
+
+    def __init__(self, pid):
+        self.pid = pid
+        self.returncode = None
+
+    def poll(self):
+        if self.returncode is None and not _alive(self.pid):
+            self.returncode = 0
+        return self.returncode
+
+    def wait(self, timeout=None):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired("adopted proxy", timeout)
+            time.sleep(0.1)
+        return self.returncode
+
+    def send_signal(self, sig):
+        os.kill(self.pid, sig)
+
+    def kill(self):
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _alive(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _proc_argv_env(pid):
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            argv = [a.decode(errors="replace") for a in f.read().split(b"\0")[:-1]]
+        with open("/proc/%d/environ" % pid, "rb") as f:
+            env = dict(kv.decode(errors="replace").split("=", 1) for kv in f.read().split(b"\0") if b"=" in kv)
+        return argv, env
+    except OSError:
+        return None, None
+
+
 class Daemon:
     def __init__(self, sup, proxy_id, argv, env, mode):
         self.sup = sup
@@ -65,9 +115,37 @@ class Daemon:
         os.rename(tmp, pidfile)
         return p
 
+    def adopt(self):
+        """The proxy a previous simulator started, if its pid file names a live process with the same command,
+        id and token; one with the same id but another command or token is stopped instead."""
+        pidfile = os.path.join(self.sup.data_dir, "proxy", "pids", "%s.pid" % self.id)
+        try:
+            with open(pidfile) as f:
+                pid = int(f.read().strip())
+        except (OSError, ValueError):
+            return None
+        if pid <= 1 or not _alive(pid):
+            return None
+        argv, env = _proc_argv_env(pid)
+        if argv is None or env.get("CONNECT_PROXY_ID") != self.id:
+            return None
+        old = Adopted(pid)
+        if argv == self.argv and env.get("CONNECT_PROXY_TOKEN") == self.env.get("CONNECT_PROXY_TOKEN"):
+            return old
+        self.sup.sim.log("info", "managed proxy %s: stopping stale pid %d" % (self.id, pid))
+        _stop(old)
+        return None
+
     def run(self):
         attempts = 0
         deadline = 0.0
+        adopted = self.adopt()
+        if adopted is not None:
+            with self.lock:
+                self.proc = adopted
+            self.sup.sim.log("info", "managed proxy %s re-adopted (pid %d)" % (self.id, adopted.pid))
+            adopted.wait()
+            deadline = time.monotonic() + RESTART_HEALTHY
         while not self.stop_ev.is_set():
             if time.monotonic() > deadline:
                 attempts = 0
@@ -97,24 +175,31 @@ class Daemon:
         self.stop_ev.set()
         with self.lock:
             p = self.proc
-        if p is not None and p.poll() is None:
-            try:
-                p.send_signal(signal.SIGINT)
-                p.wait(GRACEFUL_WAIT)
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(p.pid, signal.SIGKILL)
-                except OSError:
-                    pass
-                p.kill()
-                p.wait()
-            except OSError:
-                pass
+        if p is not None:
+            _stop(p)
         self.thread.join(GRACEFUL_WAIT + 5)
         try:
             os.unlink(os.path.join(self.sup.data_dir, "proxy", "pids", "%s.pid" % self.id))
         except OSError:
             pass
+
+
+def _stop(p):
+    """SIGINT, then SIGKILL (to its whole session's group) after GRACEFUL_WAIT."""
+    if p.poll() is not None:
+        return
+    try:
+        p.send_signal(signal.SIGINT)
+        p.wait(GRACEFUL_WAIT)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        p.kill()
+        p.wait()
+    except OSError:
+        pass
 
 
 class Supervisor:

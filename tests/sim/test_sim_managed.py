@@ -98,3 +98,34 @@ def test_managed_proxies_stop_with_simulator(start_sim, tmp_path):
     if alive:        # the zombie may linger a moment if init has not reaped it; it must not be running
         with open("/proc/%d/stat" % r["pid"]) as f:
             assert f.read().split(")")[1].split()[0] == "Z"
+
+
+def test_restarted_simulator_readopts_running_proxy(start_sim, tmp_path):
+    """Killed and restarted with the same state file and data dir, the agent re-adopts the proxy by pid
+    (Consul 1.2-1.5) instead of starting a second copy."""
+    script = tmp_path / "proxy.py"
+    script.write_text(PROXY)
+    data = str(tmp_path / "data")
+    sf = str(tmp_path / "state.json")
+    out = str(tmp_path / "run")
+    s = start_sim("--launch-managed", "--data-dir", data, "--state-file", sf)
+    s.api("PUT", "/v1/agent/service/register",
+          {"Name": "web", "Port": 1, "Connect": {"Proxy": {"Command": [harness.PYTHON, str(script), out]}}})
+    r = harness.wait_until(lambda: _runs(tmp_path, "run"), 30, what="managed proxy started")[0]
+    try:
+        os.kill(s.proc.pid, signal.SIGKILL)     # only the simulator: the proxy lives in its own session
+        s.proc.popen.wait(10)
+        assert os.path.exists("/proc/%d" % r["pid"])
+        s2 = start_sim("--launch-managed", "--data-dir", data, "--state-file", sf)
+        proc = harness.wait_until(lambda: s2.control("GET", "/_sim/proxy/web-proxy").get("Process"), 30,
+                                  what="proxy supervised again")
+        assert proc["Pid"] == r["pid"] and proc["Running"] and proc["Starts"] == 0
+        assert len(_runs(tmp_path, "run")) == 1
+        s2.proc.signal(signal.SIGTERM)
+        assert s2.proc.popen.wait(30) == 0
+        assert os.path.exists(out + ".sigint")
+    finally:
+        try:
+            os.kill(r["pid"], signal.SIGKILL)
+        except ProcessLookupError:
+            pass
