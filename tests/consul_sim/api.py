@@ -137,7 +137,9 @@ class AgentAPI:
             if "stale" in req.query and "consistent" in req.query:
                 raise APIError(400, "Cannot specify ?stale with ?consistent, conflicting semantics.")
             dc = req.q("dc")
-            if dc and dc != self.st.opts.datacenter:
+            if dc and dc != self.st.opts.datacenter and not req.path.startswith("/v1/agent/"):
+                # Server-side reads would be forwarded to that datacenter; we know only ours.
+                # (Agent-local endpoints ignore ?dc.)
                 raise APIError(500, "No path to datacenter")
             return fn(req, req.path[len(pat):])
         except APIError as e:

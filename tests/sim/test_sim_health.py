@@ -127,3 +127,32 @@ def test_external_nodes_via_catalog_register(msim):
     assert "ext-node-1" not in [e["Node"]["Node"] for e in entries]
     st, _, text = msim.api("PUT", "/v1/catalog/register", {"Node": "x"})
     assert (st, text) == (400, "Must provide node and address")
+
+
+def test_discovery_acl_needs_service_and_node_read(start_sim):
+    s = start_sim(master_token="root")
+    s.api("PUT", "/v1/agent/service/register", {"Name": "db", "Port": 1, "Connect": {"SidecarService": {}}})
+    svc_only = s.control("POST", "/_sim/acl/token", {"Rules": {"service_prefix": {"": "read"}}})["SecretID"]
+    both = s.control("POST", "/_sim/acl/token", {"Rules": {"service_prefix": {"": "read"},
+                                                          "node_prefix": {"": "read"}}})["SecretID"]
+    other = s.control("POST", "/_sim/acl/token", {"Rules": {"service": {"web": "read"},
+                                                           "node_prefix": {"": "read"}}})["SecretID"]
+    assert s.api("GET", "/v1/health/connect/db", token=svc_only)[2] == []
+    assert [e["Service"]["ID"] for e in s.api("GET", "/v1/health/connect/db", token=both)[2]] == \
+        ["db-sidecar-proxy"]
+    assert s.api("GET", "/v1/health/connect/db", token=other)[2] == []
+    assert s.api("GET", "/v1/catalog/connect/db", token=svc_only)[2] == []
+    assert len(s.api("GET", "/v1/catalog/connect/db", token=both)[2]) == 1
+    st, _, text = s.api("GET", "/v1/health/connect/db", token="unknown-token")
+    assert (st, text) == (403, "ACL not found")
+
+
+def test_agent_checks_shape(msim):
+    _reg(msim, {"Name": "ck", "Port": 1, "Check": {"TTL": "10m", "Notes": "n"}})
+    st, h, checks = msim.api("GET", "/v1/agent/checks")
+    assert st == 200 and "X-Consul-Index" not in h
+    c = checks["service:ck"]
+    assert set(c) >= {"Node", "CheckID", "Name", "Status", "Notes", "Output", "ServiceID", "ServiceName",
+                      "ServiceTags"}
+    assert (c["Name"], c["Status"], c["Notes"], c["ServiceID"], c["ServiceName"], c["ServiceTags"]) == \
+        ("Service 'ck' check", "critical", "n", "ck", "ck", [])
