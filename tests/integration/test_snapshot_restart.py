@@ -4,7 +4,7 @@ A running mesh (web -> redis, both proxies run by connect-certsync, with HAProxy
 agent is made unreachable; every process of both proxies is killed with SIGKILL and started again.
 Traffic flows again from the snapshots alone, and intentions still hold: the allowed caller (web) passes,
 a denied caller (evil) and a caller never seen (stranger) do not. Then the agent comes back with changes
-made meanwhile (redis's leaf rotated, evil's intention turned to allow, a new redis instance): each is
+made meanwhile (redis's leaf rotated, a new intention allowing evil, a new redis instance): each is
 applied while a stream of new connections and a long-lived one run without a single failure.
 """
 import os
@@ -127,8 +127,11 @@ def test_restart_during_outage_serves_from_snapshots(procs, sim, ddir, tmp_path)
         traffic = Traffic(m.local)
         sim.control("DELETE", "/_sim/outage")
         outage = False
-        # More changes the daemons have not seen: evil is now allowed, redis gets a second instance.
-        st, _, out = sim.api("PUT", "/v1/connect/intentions/%s" % deny_id,
+        # More changes the daemons have not seen: evil's deny replaced by a new allow intention, and
+        # redis gets a second instance.
+        st, _, out = sim.api("DELETE", "/v1/connect/intentions/%s" % deny_id)
+        assert st == 200, out
+        st, _, out = sim.api("POST", "/v1/connect/intentions",
                              {"SourceName": "evil", "DestinationName": "redis", "Action": "allow"})
         assert st == 200, out
         register(sim, {"Name": "redis", "ID": "redis-b", "Port": m.echo,
@@ -140,7 +143,7 @@ def test_restart_during_outage_serves_from_snapshots(procs, sim, ddir, tmp_path)
         harness.wait_until(lambda: "127.0.0.2:%d" % m.redis_port in ready_servers(m.web_dir), 30,
                            what="new instance in web's upstream")
         harness.wait_until(lambda: spoa_support.mtls_call(m.redis_port, ca, evil[0], evil[1]) == b"ping\n", 30,
-                           what="evil allowed by the changed intention")
+                           what="evil allowed by the new intention")
         harness.wait_until(lambda: spoa_support.mtls_call(m.redis_port, ca, stranger[0], stranger[1]) == b"ping\n",
                            30, what="stranger asked about again and allowed")
         time.sleep(1)  # let the stream run across the last change
