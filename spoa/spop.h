@@ -18,8 +18,12 @@
 
 /* Largest frame accepted before HELLO: HAProxy's default max-frame-size (tune.bufsize 16384 - 4). */
 #define SPOP_HELLO_MAX_FRAME	16380u
-/* Largest frame size we negotiate: enough for tune.bufsize 65536; bounds memory per connection. */
-#define SPOP_MAX_FRAME_CAP	65532u
+/*
+ * Largest frame size we negotiate (HAProxy's tune.bufsize up to 1 MiB). Announcing less than HAProxy
+ * makes its first NOTIFY per thread fail, so the cap is generous; it bounds memory per connection, and
+ * a connection's input buffer only grows to the size of a frame actually received.
+ */
+#define SPOP_MAX_FRAME_CAP	1048572u
 /* Smallest max-frame-size SPOP allows. */
 #define SPOP_MIN_FRAME_SIZE	256u
 /* A varint never takes more than this many bytes (2^64-1 takes 10). */

@@ -676,7 +676,8 @@ test_oversize_frame(void **state)
 	struct fx	*x = *state;
 	int		 fd;
 	uint8_t		 hdr[8] = { 0x00, 0x00, 0x40, 0x00, 0x03, 0x00, 0x00, 0x00 };	/* 16384 > 16380 */
-	uint8_t		 big[4] = { 0x00, 0x01, 0x00, 0x00 };				/* 65536 */
+	uint8_t		 big[4] = { (uint8_t)((SPOP_MAX_FRAME_CAP + 1) >> 24), (uint8_t)((SPOP_MAX_FRAME_CAP + 1) >> 16),
+			    (uint8_t)((SPOP_MAX_FRAME_CAP + 1) >> 8), (uint8_t)(SPOP_MAX_FRAME_CAP + 1) };
 
 	/* before HELLO: our pre-HELLO cap (16380); only the prefix and 4 bytes are ever sent */
 	fd = connect_tcp(x->port);
@@ -695,7 +696,7 @@ test_oversize_frame(void **state)
 	close(fd);
 
 	/* HAProxy announcing more than our cap gets our cap, and frames above it are refused */
-	fd = hello(x, 1000000, SPOP_MAX_FRAME_CAP);
+	fd = hello(x, 4000000, SPOP_MAX_FRAME_CAP);
 	send_all(x->loop, fd, big, sizeof(big));
 	expect_disconnect(x->loop, fd, SPOP_ERR_TOO_BIG);
 	expect_eof(x->loop, fd);

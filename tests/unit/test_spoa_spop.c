@@ -642,6 +642,7 @@ test_hello_errors(void **state)
 		{ "2.0", 256, "", SPOP_OK },
 		{ "2.0", 16380, NULL, SPOP_ERR_NO_CAP },
 		{ "2.0", 1000000, "async", SPOP_OK },
+		{ "2.0", 4000000, "pipelining", SPOP_OK },	/* above our cap: we answer the cap */
 	};
 	size_t i;
 
