@@ -129,8 +129,11 @@ def issue_leaf(root, cn, uris, serial, ttl, expired=False, key=None):
         nb = now - datetime.timedelta(days=2)
         na = now - datetime.timedelta(days=1)
     else:
-        nb = now - datetime.timedelta(minutes=1)
-        na = now + ttl
+        # provider_consul.go: effectiveNow = now - 1m (clock skew); NotAfter = effectiveNow + LeafCertTTL.
+        # Consul's TTLs are >= 1h; for the short TTLs tests use here the backdate shrinks to a tenth of the
+        # TTL so that the certificate is still mostly ahead of us.
+        nb = now - min(datetime.timedelta(minutes=1), ttl / 10)
+        na = nb + ttl
     b = (x509.CertificateBuilder()
          .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
          .issuer_name(signer_cert.subject)
