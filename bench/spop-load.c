@@ -50,7 +50,7 @@
 #include "server.h"
 #include "spop.h"
 
-#define BUFSZ		(256u * 1024u)
+#define BUFSZ		(64u * 1024u)		/* per connection and direction; a NOTIFY must fit */
 #define HIST_SUB	64			/* sub-buckets per power of two */
 #define HIST_MAJ	40			/* up to 2^40 ns */
 
@@ -650,6 +650,10 @@ run_client(void)
 	uint64_t	answered;
 
 	load_cert();
+	if (cert_len + 256 > BUFSZ || cert_len + 256 > (size_t)o_mfs) {
+		fprintf(stderr, "spop-load: a %zu-byte certificate does not fit in a frame (-mfs %ld)\n", cert_len, o_mfs);
+		return 1;
+	}
 	loop = EV_DEFAULT;
 	/* HAProxy 2.6's HELLO */
 	spop_writer_init(&w, hello, sizeof(hello));
