@@ -644,6 +644,9 @@ save_snapshot(struct daemon *d)
 
 	if (d->snap == NULL || !d->have_cfg || d->proxy_id == NULL)
 		return;
+	/* A candidate failed: HAProxy runs the last good configuration, not d->cfg. Keep the older snapshot. */
+	if (d->failed_shape != NULL)
+		return;
 	memset(&s, 0, sizeof(s));
 	s.proxy_id = d->proxy_id;
 	s.cfg = d->cfg;
