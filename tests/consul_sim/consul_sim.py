@@ -179,13 +179,14 @@ class Sim:
     def setup_listeners(self):
         o = self.opts
         self.listeners["http"] = server.Listener("http", server.split_addr(o.http_addr), self.agent_app,
-                                                 notify=self.wake_all)
+                                                 notify=self.wake_all, gzip_responses=True)
         if o.https_addr:
             ctx = server.make_server_ssl(o.tls_cert, o.tls_key, o.tls_ca, o.tls_verify_incoming)
             self.listeners["https"] = server.Listener("https", server.split_addr(o.https_addr), self.agent_app,
-                                                      ssl_ctx=ctx, notify=self.wake_all)
+                                                      ssl_ctx=ctx, notify=self.wake_all, gzip_responses=True)
         if o.unix_socket:
-            self.listeners["unix"] = server.Listener("unix", o.unix_socket, self.agent_app, notify=self.wake_all)
+            self.listeners["unix"] = server.Listener("unix", o.unix_socket, self.agent_app, notify=self.wake_all,
+                                                     gzip_responses=True)
         self.control_listener = server.Listener("http", server.split_addr(o.control_addr), self.control.app)
         self.control_listener.open()
         self.open_listeners()

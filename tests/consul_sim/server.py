@@ -1,5 +1,6 @@
 """HTTP listeners: the agent API on TCP, TLS and a unix socket (closable for outages and reopened on the same
 address), and the never-closing control listener. One thread per connection; HTTP/1.1 keep-alive."""
+import gzip
 import http.server
 import os
 import select
@@ -21,6 +22,23 @@ class Generation:
         self.cut = False
         self.conns = set()
         self.lock = threading.Lock()
+
+
+def accepts_gzip(value):
+    """gziphandler's acceptsGzip: "gzip" listed with a q-value above 0."""
+    for part in (value or "").split(","):
+        fields = [f.strip() for f in part.split(";")]
+        if fields[0].lower() != "gzip":
+            continue
+        q = 1.0
+        for f in fields[1:]:
+            if f.startswith("q="):
+                try:
+                    q = float(f[2:])
+                except ValueError:
+                    q = 0.0
+        return q > 0
+    return False
 
 
 class Conn:
@@ -110,6 +128,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             except OSError:
                 pass
             return
+        if self.server.gzip:
+            # Consul wraps its API in gziphandler (MinSize 0): Vary always, gzip when the client accepts it.
+            headers = dict(headers)
+            headers["Vary"] = "Accept-Encoding"
+            if data and accepts_gzip(self.headers.get("Accept-Encoding")):
+                data = gzip.compress(data)
+                headers["Content-Encoding"] = "gzip"
         self.send_response(status)
         for k, v in headers.items():
             self.send_header(k, v)
@@ -169,12 +194,13 @@ def split_addr(s):
 class Listener:
     """An agent listener that can be closed (connections refused, in-flight requests cut) and reopened."""
 
-    def __init__(self, kind, addr, app, ssl_ctx=None, notify=None):
+    def __init__(self, kind, addr, app, ssl_ctx=None, notify=None, gzip_responses=False):
         self.kind = kind                 # "http", "https", "unix"
         self.addr = addr                 # (host, port) or a path
         self.app = app
         self.ssl_ctx = ssl_ctx
         self.notify = notify             # wakes blocked requests when cut
+        self.gzip_responses = gzip_responses
         self.srv = None
         self.thread = None
         self.port = None
@@ -200,6 +226,7 @@ class Listener:
                 srv.ssl_ctx = self.ssl_ctx
             srv.gen = Generation()
             srv.app = self.app
+            srv.gzip = self.gzip_responses
             for attempt in range(100):
                 try:
                     srv.server_bind()

@@ -105,3 +105,19 @@ def test_fault_headers_index_going_backwards(msim):
                                         "Headers": {"Retry-After": "1"}, "Count": 1})
     st, h3, text = msim.api("GET", "/v1/agent/self")
     assert (st, h3["Retry-After"], text) == (502, "1", "x")
+
+
+def test_gzip_like_consul(msim):
+    """Consul's API is wrapped in gziphandler: Vary always, gzip when the client accepts it."""
+    import gzip
+    import json as _json
+    plain = urllib.request.urlopen(msim.url + "/v1/agent/connect/ca/roots")
+    assert plain.headers["Vary"] == "Accept-Encoding" and plain.headers.get("Content-Encoding") is None
+    body = _json.loads(plain.read())
+    req = urllib.request.Request(msim.url + "/v1/agent/connect/ca/roots", headers={"Accept-Encoding": "gzip"})
+    r = urllib.request.urlopen(req)
+    assert r.headers["Content-Encoding"] == "gzip"
+    assert _json.loads(gzip.decompress(r.read())) == body
+    req = urllib.request.Request(msim.url + "/v1/agent/self", headers={"Accept-Encoding": "gzip;q=0, br"})
+    r = urllib.request.urlopen(req)
+    assert r.headers.get("Content-Encoding") is None and _json.loads(r.read())["Config"]["Datacenter"] == "dc1"
