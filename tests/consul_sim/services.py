@@ -272,6 +272,8 @@ class Services:
         if isinstance(command, str):
             command = [command]
         port = cfg.get("bind_port")
+        if port is not None and (isinstance(port, bool) or not isinstance(port, (int, float)) or port != int(port)):
+            raise APIError(400, "Connect proxy config bind_port must be a number")
         if not port:
             port = old["BindPort"] if old else self._alloc_port(MANAGED_PORTS, exclude_id=target["ID"] + "-proxy")
         proxy_id = "%s-proxy" % target["ID"]

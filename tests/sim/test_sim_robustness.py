@@ -9,7 +9,9 @@ BODIES = ["", "null", "[]", "[1,2]", "\"str\"", "42", "{", "{\"Name\": 5}", "{\"
           "{\"Name\": \"x\", \"Connect\": {\"SidecarService\": {\"Port\": \"no\"}}}",
           "{\"Name\": \"x\", \"Checks\": 7}", "{\"Name\": \"x\", \"Connect\": {\"Proxy\": {\"Command\": 3}}}",
           "{\"Target\": 5, \"ClientCertURI\": []}", "{\"SourceName\": [], \"DestinationName\": {}}",
-          "{\"Service\": \"x\"}", "{\"Service\": {\"Service\": 4}}", "\xff\xfe"]
+          "{\"Service\": \"x\"}", "{\"Service\": {\"Service\": 4}}", "\xff\xfe",
+          "{\"Name\": \"x\", \"Connect\": {\"Proxy\": {\"Config\": {\"bind_port\": \"x\"}}}}",
+          "{\"Name\": \"x\", \"Connect\": {\"SidecarService\": {\"Checks\": [{\"TTL\": \"5 parsecs\"}]}}}"]
 
 ENDPOINTS = [("PUT", "/v1/agent/service/register"), ("POST", "/v1/agent/connect/authorize"),
              ("POST", "/v1/connect/intentions"), ("PUT", "/v1/connect/intentions/nope"), ("POST", "/v1/query"),
