@@ -324,7 +324,7 @@ class Services:
 
     # ------------------------------------------------------------------ checks
     def check_status(self, chk, depth=0):
-        if chk["Type"] == "alias":
+        if chk["Type"] == "alias" and not chk.get("Pinned"):
             target = chk["AliasService"]
             if target not in self.services:
                 return "critical", "Service not found: %s" % target
@@ -362,14 +362,14 @@ class Services:
             chk["ModifyIndex"] = self.changed("catalog")
 
     def set_service_health(self, sid, status):
-        """/_sim/health: sets every check of a service to status (alias checks follow their target)."""
+        """/_sim/health: pins every check of a service (alias checks too) to status."""
         if status not in STATUSES:
             raise APIError(400, "Status must be passing, warning or critical")
         with self.cond:
             if sid not in self.services:
                 raise APIError(404, "unknown service %s" % sid)
             for chk in self.checks.values():
-                if chk["ServiceID"] == sid and chk["Type"] != "alias":
+                if chk["ServiceID"] == sid:
                     chk["Status"] = status
                     chk["Output"] = "set by test"
                     chk["Pinned"] = True

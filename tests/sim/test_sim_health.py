@@ -156,3 +156,21 @@ def test_agent_checks_shape(msim):
                       "ServiceTags"}
     assert (c["Name"], c["Status"], c["Notes"], c["ServiceID"], c["ServiceName"], c["ServiceTags"]) == \
         ("Service 'ck' check", "critical", "n", "ck", "ck", [])
+
+
+def test_sim_health_pins_alias_checks_too(msim):
+    # The parent's TTL check is critical, so the sidecar's alias check is critical too...
+    _reg(msim, {"Name": "al-db", "Port": 1, "Check": {"TTL": "1h"}, "Connect": {"SidecarService": {}}})
+    checks = msim.api("GET", "/v1/agent/checks")[2]
+    alias = [c for c in checks.values() if c["Name"] == "Connect Sidecar Aliasing al-db"][0]
+    assert alias["Status"] == "critical"
+    # ...until a test pins the sidecar's health: then all of its checks follow.
+    msim.control("PUT", "/_sim/health", {"ServiceID": "al-db-sidecar-proxy", "Status": "passing"})
+    _, _, entries = msim.api("GET", "/v1/health/connect/al-db?passing")
+    assert [e["Service"]["ID"] for e in entries] == ["al-db-sidecar-proxy"]
+    # Unpinned, the alias follows its parent: passing once the parent passes.
+    _reg(msim, {"Name": "al-web", "Port": 1, "Check": {"TTL": "1h"}, "Connect": {"SidecarService": {}}})
+    msim.api("PUT", "/v1/agent/check/pass/service:al-web")
+    checks = msim.api("GET", "/v1/agent/checks")[2]
+    alias = [c for c in checks.values() if c["Name"] == "Connect Sidecar Aliasing al-web"][0]
+    assert alias["Status"] == "passing"
