@@ -227,6 +227,14 @@ def test_managed_upstreams(procs, tmp_path, managed_env, launched):
     ca, cert, key = caller(sim, tmp_path, "api")
     wait_mtls(p["config"]["bind_port"], ca, cert, key, "mTLS call to web's bind_port",
               lambda: managed_log(sim, "web-proxy"))
+    # the definition's address and timeouts are the ones HAProxy runs with
+    with open(os.path.join(managed_env, "haproxy-connect-web-proxy", "haproxy.cfg")) as f:
+        cfg = f.read()
+    assert "bind 0.0.0.0:%d ssl " % p["config"]["bind_port"] in cfg
+    assert "timeout client 10000" in cfg                # handshake_timeout_ms
+    assert "timeout connect 1000\n" in cfg             # local_connect_timeout_ms
+    assert "server app 127.0.0.1:%d" % web_echo in cfg  # local_service_address
+    assert "timeout connect 2000" in cfg                # the upstream's connect_timeout_ms
 
 
 def test_managed_prepared_query(procs, tmp_path, ddir):  # noqa: F811
