@@ -152,3 +152,12 @@ def test_certsync_unit_command_runs(procs, sim, tmp_path, ddir):  # noqa: F811
     chk = subprocess.run([spoa_support.HAPROXY, "-c", "-f", os.path.join(data, "haproxy.cfg")],
                          capture_output=True, text=True)
     assert chk.returncode == 0, chk.stdout + chk.stderr
+
+
+def test_spoa_unit_matches_haproxy_snippet():
+    """contrib/haproxy/intentions-only.cfg's SPOE server is where connect-spoa.service listens."""
+    argv = exec_start("connect-spoa.service")
+    listen = argv[argv.index("-listen") + 1]
+    with open(os.path.join(harness.TOP, "contrib", "haproxy", "intentions-only.cfg")) as f:
+        servers = re.findall(r"^\s*server spoa1 (\S+)", f.read(), re.M)
+    assert servers == [listen], (servers, listen)
