@@ -632,6 +632,7 @@ def phase_spop(mesh, group, spop_load, secs):
     harness.wait_until(lambda: harness.port_open(port) and harness.port_open(mport), 10, what="connect-spoa alone")
     try:
         load(port, ["-c", "1", "-k", "1", "-n", "10"], 20)   # first decision fills the cache
+        miss0 = _metric(mport, "connect_spoa_cache_misses_total") or 0
         res["cached_max"] = load(port, closed, secs + 20)
         rate = res["cached_max"].get("rate")
         if rate:
@@ -647,6 +648,7 @@ def phase_spop(mesh, group, spop_load, secs):
         res["light_trivial"] = load(tport, ["-c", "1", "-k", "8", "-d", str(secs), "-rate", "2000"], secs + 20)
         trivial.stop()
         m0 = _metric(mport, "connect_spoa_cache_misses_total") or 0
+        res["misses_during_cached_runs"] = m0 - miss0
         lat = []
         for _ in range(12):
             spoa.signal(signal.SIGHUP)
@@ -766,6 +768,9 @@ def table(res, meta):
             return "%.0f decisions/s, p50 %.0f us, p99 %.0f us" % (r.get("rate", 0), r.get("p50_us", 0), r.get("p99_us", 0))
         tr, cm = sp.get("trivial", {}), sp.get("cached_max", {})
         row(4, "spop-load vs a trivial responder (the generator's ceiling)", dec(tr), "", "", "closed loop, 4 conns x 32")
+        if "misses_during_cached_runs" in sp:
+            row(4, "agent calls during the cached runs below", "%d" % sp["misses_during_cached_runs"], "", "",
+                "0: every decision below came from the cache")
         row(4, "connect-spoa, cached decisions, one core, max", dec(cm), "trivial responder",
             _ratio(cm.get("rate"), tr.get("rate")), "target >= 200,000/s; closed-loop latency is queueing")
         if "half" in sp:
