@@ -49,6 +49,7 @@
 #define STOP_TIMEOUT	10.0
 #define SERVICES12_POLL	2.0	/* Consul 1.2 has no blocking /v1/agent/services */
 #define UP_FIRST_WAIT	2.0	/* a reload waits this long at most for a new upstream's first answer */
+#define LEAF_ROOTS_WAIT	2.0	/* a leaf of a CA not in the bundle waits this long at most for the roots */
 
 enum cfg_mode {
 	CFG_MANAGED,		/* /v1/agent/connect/proxy/<id>, hash blocking */
@@ -140,6 +141,7 @@ struct daemon {
 	char			*failed_shape;		/* shape of the last candidate that failed: not retried as is */
 	size_t			 failed_shape_len;
 	bool			 ca_reload_failed;	/* the reload with new roots failed: stop holding the leaf */
+	ev_tstamp		 leaf_wait_since;	/* a new leaf waits for its CA roots since then (0: not) */
 	struct abackend		*ab, *cb;		/* applied / candidate backends */
 	size_t			 nab, ncb;
 	unsigned		 cand_roots_gen;
@@ -1698,17 +1700,44 @@ ready_for_first(const struct daemon *d)
 }
 
 /*
+ * Whether the leaf's own certificate, without the intermediates it carries, chains to the CA bundle r.
+ * False for a leaf of a CA whose roots have not arrived yet, even when its cross-signed intermediate
+ * lets it verify against the old roots (also for a leaf issued by an intermediate the bundle lacks).
+ */
+static bool
+leaf_issuer_known(const struct leaf_cert *l, const struct ca_roots *r)
+{
+	static const char end[] = "-----END CERTIFICATE-----";
+	struct leaf_cert one;
+	const char *e;
+	char err[256];
+
+	if (l->pem == NULL || r->pem == NULL ||
+	    (e = memmem(l->pem, l->pem_len, end, sizeof(end) - 1)) == NULL)
+		return true;	/* nothing to wait for: the usual checks report it */
+	memset(&one, 0, sizeof(one));
+	one.pem = l->pem;
+	one.pem_len = (size_t)(e - l->pem) + sizeof(end) - 1;
+	return certs_leaf_verify(&one, r, err, sizeof(err)) == 0;
+}
+
+/*
  * Writes certificate files that differ from what is on disk, the CA bundle first. 0, or -1 (logged).
  *
- * While the running worker has not loaded the newest CA bundle (a reload with it is due or failed only
- * just now), the leaf file is left as it is: the reload must start the new worker with the new roots and
- * the leaf in service, and a leaf of the new CA goes in only after it (runtime.h, "Order").
+ * A new leaf is not put in service before the worker trusts its CA (runtime.h, "Order"):
+ *   - while the running worker has not loaded the newest CA bundle (a reload with it is due), the leaf
+ *     file is left as it is: the reload starts the new worker with the new roots and the leaf in
+ *     service, and the new leaf goes in through the runtime API after it;
+ *   - a leaf whose CA is not in the bundle yet (it came before the roots: two watches) waits for the
+ *     roots, at most LEAF_ROOTS_WAIT; then it goes in anyway (its cross-signed intermediate carries it,
+ *     and a CA without roots in the bundle, an unknown intermediate, must not block rotations).
  */
 static int
 write_certs(struct daemon *d)
 {
 	char err[512];
-	bool hold;
+	bool hold, changed;
+	ev_tstamp now = ev_now(d->loop);
 
 	if (!d->roots_file.pem || !certs_roots_equal(&d->roots_file, &d->roots)) {
 		if (certs_write_pem(d->ca_path, d->roots.pem, d->roots.pem_len, 0644, err, sizeof(err)) == -1) {
@@ -1724,12 +1753,21 @@ write_certs(struct daemon *d)
 		d->roots_gen++;
 		log_debug("wrote %s (%u certificate(s))", d->ca_path, d->roots.ncerts);
 	}
-	hold = d->hs != HS_NONE && !d->o.once && d->roots_rt_gen != d->roots_gen && !d->ca_reload_failed &&
-	    d->leaf_file.pem != NULL;
-	if (hold && !certs_leaf_equal(&d->leaf_file, &d->leaf)) {
+	changed = d->leaf_file.pem == NULL || !certs_leaf_equal(&d->leaf_file, &d->leaf);
+	hold = d->hs != HS_NONE && !d->o.once && d->leaf_file.pem != NULL && changed;
+	if (hold && d->roots_rt_gen != d->roots_gen && !d->ca_reload_failed) {
 		log_debug("leaf certificate serial %s held back until haproxy runs with the new CA roots",
 		    d->leaf.serial);
-	} else if (!d->leaf_file.pem || !certs_leaf_equal(&d->leaf_file, &d->leaf)) {
+	} else if (hold && !leaf_issuer_known(&d->leaf, &d->roots) &&
+	    (d->leaf_wait_since == 0 || now - d->leaf_wait_since < LEAF_ROOTS_WAIT)) {
+		if (d->leaf_wait_since == 0) {
+			d->leaf_wait_since = now;
+			log_debug("leaf certificate serial %s: its CA is not in the bundle: waiting up to %.0f s for "
+			    "the CA roots", d->leaf.serial, LEAF_ROOTS_WAIT);
+		}
+		schedule_apply(d, d->leaf_wait_since + LEAF_ROOTS_WAIT - now);
+	} else if (changed) {
+		d->leaf_wait_since = 0;
 		if (certs_write_pem(d->leaf_path, d->leaf.pem, d->leaf.pem_len, 0600, err, sizeof(err)) == -1) {
 			log_errx("cannot write %s: %s", d->leaf_path, err);
 			return -1;
