@@ -145,7 +145,9 @@ install: $(BINS)
 	install -m 0755 $(BINS) $(DESTDIR)$(PREFIX)/bin/
 	install -m 0644 haproxy-templates/* $(DESTDIR)$(PREFIX)/share/haproxy-connect/templates/
 
-demo: deps all
+# deps first, then a sub-make: pkg-config flags are read after the packages are there (fresh machines).
+demo: deps
+	@$(MAKE) --no-print-directory all
 	@$(PYTHON) contrib/demo/demo.py
 
 bench: deps all $(BENCH_BINS)
