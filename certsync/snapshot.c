@@ -2,10 +2,7 @@
  * snapshot.c - see snapshot.h.
  *
  * Decoding runs in three steps, each refusing what the next could not handle safely:
- *   1. a cursor walk over the raw bytes (every length checked against what is left, array and map
- *      counts no larger than the bytes left, nesting capped, exactly one object filling the buffer), so
- *      that msgpack-c never allocates for counts a damaged file claims;
- *   2. msgpack_unpack_next into a zone;
+ *   1. and 2. the envelope (structure walk, unpacking, magic, version, checksum): lib/snapfile.c;
  *   3. typed extraction into a temporary state, every field checked, moved to the caller only when all
  *      of it is valid.
  */
@@ -21,14 +18,13 @@
 
 #include <msgpack.h>
 #include <openssl/bio.h>
-#include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
 #include "atomicfile.h"
+#include "snapfile.h"
 #include "snapshot.h"
 
-#define MP_DEPTH_MAX	8
 #define TOP_ITEMS	6
 #define PORT_MAX	65535
 #define MS_MAX		INT32_MAX		/* timeouts are ints in struct proxy_cfg */
@@ -46,101 +42,6 @@ wpath(char *w, size_t wl, const char *fmt, ...)
 	va_start(ap, fmt);
 	(void)vsnprintf(w, wl, fmt, ap);
 	va_end(ap);
-}
-
-/* ---- step 1: structural check of the raw bytes ---------------------------------------------- */
-
-struct mpcur {
-	const uint8_t	*b;
-	size_t		 len;
-	size_t		 off;
-};
-
-/* Reads an n-byte big-endian unsigned; -1 when fewer than n bytes are left. */
-static int
-cur_be(struct mpcur *c, size_t n, uint64_t *v)
-{
-	size_t i;
-
-	if (c->len - c->off < n)
-		return -1;
-	*v = 0;
-	for (i = 0; i < n; i++)
-		*v = (*v << 8) | c->b[c->off + i];
-	c->off += n;
-	return 0;
-}
-
-/* Skips one msgpack object (no ext types) at the cursor. 0, or -1 when malformed or truncated. */
-static int
-mp_skip(struct mpcur *c, int depth)
-{
-	uint64_t n = 0, i;
-	uint8_t t;
-
-	if (depth > MP_DEPTH_MAX || c->len - c->off < 1)
-		return -1;
-	t = c->b[c->off++];
-	if (t <= 0x7f || t >= 0xe0 || t == 0xc0 || t == 0xc2 || t == 0xc3)
-		return 0;
-	if ((t & 0xf0) == 0x80) {
-		n = 2u * (t & 0x0fu);
-		goto items;
-	}
-	if ((t & 0xf0) == 0x90) {
-		n = t & 0x0fu;
-		goto items;
-	}
-	if ((t & 0xe0) == 0xa0) {
-		n = t & 0x1fu;
-		goto bytes;
-	}
-	switch (t) {
-	case 0xc4: case 0xd9: if (cur_be(c, 1, &n) == -1) return -1; goto bytes;
-	case 0xc5: case 0xda: if (cur_be(c, 2, &n) == -1) return -1; goto bytes;
-	case 0xc6: case 0xdb: if (cur_be(c, 4, &n) == -1) return -1; goto bytes;
-	case 0xcc: case 0xd0: n = 1; goto bytes;
-	case 0xcd: case 0xd1: n = 2; goto bytes;
-	case 0xca: case 0xce: case 0xd2: n = 4; goto bytes;
-	case 0xcb: case 0xcf: case 0xd3: n = 8; goto bytes;
-	case 0xdc: if (cur_be(c, 2, &n) == -1) return -1; goto items;
-	case 0xdd: if (cur_be(c, 4, &n) == -1) return -1; goto items;
-	case 0xde: if (cur_be(c, 2, &n) == -1) return -1; n *= 2; goto items;
-	case 0xdf: if (cur_be(c, 4, &n) == -1) return -1; n *= 2; goto items;
-	default:
-		return -1;	/* 0xc1 (never used) and the ext types */
-	}
-bytes:
-	if (c->len - c->off < n)
-		return -1;
-	c->off += (size_t)n;
-	return 0;
-items:
-	/* Every item takes at least one byte: a count beyond the bytes left is a lie. */
-	if (n > c->len - c->off)
-		return -1;
-	for (i = 0; i < n; i++)
-		if (mp_skip(c, depth + 1) == -1)
-			return -1;
-	return 0;
-}
-
-/* Offset of item idx of the (already checked) top-level array. */
-static size_t
-top_item_offset(const uint8_t *b, size_t len, size_t idx)
-{
-	struct mpcur c = { b, len, 0 };
-	uint64_t n;
-	size_t i;
-
-	c.off = 1;
-	if (b[0] == 0xdc)
-		(void)cur_be(&c, 2, &n);
-	else if (b[0] == 0xdd)
-		(void)cur_be(&c, 4, &n);
-	for (i = 0; i < idx; i++)
-		(void)mp_skip(&c, 1);
-	return c.off;
 }
 
 /* ---- step 3: typed extraction ---------------------------------------------------------------- */
@@ -623,27 +524,23 @@ dec_state(const msgpack_object *o, struct certsync_snapshot *s, char *err, size_
 	return 0;
 }
 
-static int
-sha256(const void *data, size_t len, uint8_t out[32])
-{
-	unsigned int n = 0;
-
-	if (EVP_Digest(data, len, out, &n, EVP_sha256(), NULL) != 1 || n != 32)
-		return -1;
-	return 0;
-}
+static const struct snapfile_format snapshot_format = {
+	.magic = SNAPSHOT_MAGIC,
+	.what = "certsync snapshot",
+	.version = SNAPSHOT_VERSION,
+	.nitems = TOP_ITEMS,
+	.max_len = SNAPSHOT_FILE_MAX,
+	.max_depth = 8,
+};
 
 enum snapshot_status
 snapshot_decode(const uint8_t *buf, size_t len, const char *expect_proxy_id, const char *expect_sidecar_for,
     struct certsync_snapshot *out, char *err, size_t errlen)
 {
 	struct certsync_snapshot tmp;
-	struct mpcur cur = { buf, len, 0 };
 	msgpack_unpacked u;
-	const msgpack_object *top;
+	const msgpack_object *item;	/* the envelope's TOP_ITEMS items */
 	enum snapshot_status st = SNAPSHOT_CORRUPT;
-	uint8_t digest[32];
-	size_t off = 0, doff;
 
 	memset(out, 0, sizeof(*out));
 	memset(&tmp, 0, sizeof(tmp));
@@ -651,71 +548,24 @@ snapshot_decode(const uint8_t *buf, size_t len, const char *expect_proxy_id, con
 		snprintf(err, errlen, "no proxy id to check the snapshot against");
 		return SNAPSHOT_FOREIGN;
 	}
-	if (buf == NULL || len == 0) {
-		snprintf(err, errlen, "empty");
-		return SNAPSHOT_CORRUPT;
-	}
-	if (len > SNAPSHOT_FILE_MAX) {
-		snprintf(err, errlen, "%zu bytes exceed %u", len, SNAPSHOT_FILE_MAX);
-		return SNAPSHOT_CORRUPT;
-	}
-	if ((buf[0] & 0xf0) != 0x90 && buf[0] != 0xdc && buf[0] != 0xdd) {
-		snprintf(err, errlen, "not a certsync snapshot (no msgpack array)");
-		return SNAPSHOT_CORRUPT;
-	}
-	if (mp_skip(&cur, 0) == -1) {
-		snprintf(err, errlen, "truncated or malformed msgpack (%zu bytes)", len);
-		return SNAPSHOT_CORRUPT;
-	}
-	if (cur.off != len) {
-		snprintf(err, errlen, "%zu bytes of trailing data", len - cur.off);
-		return SNAPSHOT_CORRUPT;
-	}
-	msgpack_unpacked_init(&u);
-	if (msgpack_unpack_next(&u, (const char *)buf, len, &off) != MSGPACK_UNPACK_SUCCESS || off != len) {
-		snprintf(err, errlen, "msgpack decoding failed");
-		goto done;
-	}
-	top = &u.data;
-	if (top->type != MSGPACK_OBJECT_ARRAY || top->via.array.size < 2 ||
-	    !mp_str_is(&top->via.array.ptr[0], SNAPSHOT_MAGIC)) {
-		snprintf(err, errlen, "not a certsync snapshot (bad magic)");
-		goto done;
-	}
-	if (top->via.array.ptr[1].type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
-	    top->via.array.ptr[1].via.u64 != SNAPSHOT_VERSION) {
-		if (top->via.array.ptr[1].type == MSGPACK_OBJECT_POSITIVE_INTEGER)
-			snprintf(err, errlen, "format version %llu, this build reads version %d",
-			    (unsigned long long)top->via.array.ptr[1].via.u64, SNAPSHOT_VERSION);
-		else
-			snprintf(err, errlen, "format version is not an integer");
+	switch (snapfile_open(&snapshot_format, buf, len, &u, &item, err, errlen)) {
+	case SNAPFILE_OK:
+		break;
+	case SNAPFILE_VERSION_UNKNOWN:
 		st = SNAPSHOT_VERSION_UNKNOWN;
 		goto done;
-	}
-	if (top->via.array.size != TOP_ITEMS) {
-		snprintf(err, errlen, "%u header items, expected %d", top->via.array.size, TOP_ITEMS);
+	default:
 		goto done;
 	}
-	doff = top_item_offset(buf, len, TOP_ITEMS - 1);
-	if (get_sha256(&top->via.array.ptr[5], "checksum", digest, err, errlen) == -1)
-		goto done;
-	{
-		uint8_t want[32];
-
-		if (sha256(buf, doff, want) == -1 || memcmp(want, digest, 32) != 0) {
-			snprintf(err, errlen, "checksum mismatch");
-			goto done;
-		}
-	}
-	if (get_str(&top->via.array.ptr[2], "proxy id", false, &tmp.proxy_id, err, errlen) == -1 ||
-	    get_int(&top->via.array.ptr[3], "written_at", 1, TIME_MAX, &tmp.written_at, err, errlen) == -1)
+	if (get_str(&item[2], "proxy id", false, &tmp.proxy_id, err, errlen) == -1 ||
+	    get_int(&item[3], "written_at", 1, TIME_MAX, &tmp.written_at, err, errlen) == -1)
 		goto done;
 	if (expect_proxy_id != NULL && strcmp(tmp.proxy_id, expect_proxy_id) != 0) {
 		snprintf(err, errlen, "snapshot of proxy \"%s\", not \"%s\"", tmp.proxy_id, expect_proxy_id);
 		st = SNAPSHOT_FOREIGN;
 		goto done;
 	}
-	if (dec_state(&top->via.array.ptr[4], &tmp, err, errlen) == -1)
+	if (dec_state(&item[4], &tmp, err, errlen) == -1)
 		goto done;
 	if (expect_proxy_id == NULL &&
 	    (tmp.cfg.target_service_id == NULL || strcmp(tmp.cfg.target_service_id, expect_sidecar_for) != 0)) {
@@ -848,7 +698,6 @@ snapshot_encode(const struct certsync_snapshot *s, uint8_t **out, size_t *outlen
 	struct certsync_snapshot check;
 	msgpack_sbuffer sb;
 	msgpack_packer pk;
-	uint8_t digest[32];
 	char derr[256];
 	int rc = 0;
 
@@ -859,18 +708,11 @@ snapshot_encode(const struct certsync_snapshot *s, uint8_t **out, size_t *outlen
 		snprintf(err, errlen, "incomplete state: no proxy id or missing upstreams");
 		return -1;
 	}
-	msgpack_sbuffer_init(&sb);
-	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-	PK(msgpack_pack_array(&pk, TOP_ITEMS));
-	PK(pk_str(&pk, SNAPSHOT_MAGIC));
-	PK(msgpack_pack_uint32(&pk, SNAPSHOT_VERSION));
+	PK(snapfile_begin(&snapshot_format, &sb, &pk));
 	PK(pk_str(&pk, s->proxy_id));
 	PK(msgpack_pack_int64(&pk, s->written_at));
 	PK(enc_state(&pk, s));
-	if (rc == 0 && sha256(sb.data, sb.size, digest) == -1)
-		rc = -1;
-	PK(msgpack_pack_bin(&pk, 32));
-	PK(msgpack_pack_bin_body(&pk, digest, 32));
+	PK(snapfile_seal(&sb, &pk));
 	if (rc != 0) {
 		msgpack_sbuffer_destroy(&sb);
 		snprintf(err, errlen, "out of memory");
@@ -953,7 +795,7 @@ snapshot_hash_file(const char *path, uint8_t out[32], char *err, size_t errlen)
 
 	if (read_file_capped(path, SNAPSHOT_CERT_MAX, &data, &len, err, errlen) == -1)
 		return -1;
-	rc = sha256(data, len, out);
+	rc = snapfile_sha256(data, len, out);
 	free(data);
 	if (rc == -1)
 		snprintf(err, errlen, "%s: SHA-256 failed", path);
@@ -1003,7 +845,7 @@ check_one(const struct snapshot_file *sf, const char *what, char **content, size
 		snprintf(err, errlen, "%s file: %s", what, rerr);
 		return -1;
 	}
-	if (sha256(data, len, got) == -1 || memcmp(got, sf->sha256, 32) != 0) {
+	if (snapfile_sha256(data, len, got) == -1 || memcmp(got, sf->sha256, 32) != 0) {
 		snprintf(err, errlen, "%s file %s changed since the snapshot (SHA-256 differs)", what, sf->path);
 		free(data);
 		return -1;

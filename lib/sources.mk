@@ -4,5 +4,6 @@ LIB_SRCS := \
 	lib/buf.c \
 	lib/json.c \
 	lib/atomicfile.c \
+	lib/snapfile.c \
 	lib/consul_env.c \
 	lib/consul.c

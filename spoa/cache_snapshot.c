@@ -2,13 +2,10 @@
  * cache_snapshot.c - see cache_snapshot.h.
  *
  * Decoding runs in three steps, each refusing what the next could not handle safely:
- *   1. a cursor walk over the raw bytes (every length checked against what is left, array and map
- *      counts no larger than the bytes left, nesting capped, exactly one object filling the buffer), so
- *      that msgpack-c never allocates for counts a damaged file claims;
- *   2. msgpack_unpack_next into a zone;
+ *   1. and 2. the envelope (structure walk, unpacking, magic, version, checksum): lib/snapfile.c, which
+ *      certsync/snapshot.c uses too;
  *   3. every entry checked, then copied into one allocation; nothing reaches the cache unless all of
  *      the file is valid.
- * (certsync/snapshot.c has the same envelope; the two daemons share no object files but lib/.)
  */
 #include <errno.h>
 #include <math.h>
@@ -20,122 +17,26 @@
 
 #include <ev.h>
 #include <msgpack.h>
-#include <openssl/evp.h>
 
 #include "atomicfile.h"
 #include "cache.h"
 #include "cache_snapshot.h"
 #include "log.h"
 #include "metrics.h"
+#include "snapfile.h"
 
-#define MP_DEPTH_MAX	4
 #define TOP_ITEMS	6
 #define ENTRY_ITEMS	6
 #define TIME_MAX_MS	((int64_t)1 << 50)	/* far beyond any real time, far from overflow */
 
-/* ---- step 1: structural check of the raw bytes ---------------------------------------------- */
-
-struct mpcur {
-	const uint8_t	*b;
-	size_t		 len;
-	size_t		 off;
+static const struct snapfile_format dcsnap_format = {
+	.magic = DCSNAP_MAGIC,
+	.what = "connect-spoa decision snapshot",
+	.version = DCSNAP_VERSION,
+	.nitems = TOP_ITEMS,
+	.max_len = DCSNAP_FILE_MAX,
+	.max_depth = 4,
 };
-
-/* Reads an n-byte big-endian unsigned; -1 when fewer than n bytes are left. */
-static int
-cur_be(struct mpcur *c, size_t n, uint64_t *v)
-{
-	size_t i;
-
-	if (c->len - c->off < n)
-		return -1;
-	*v = 0;
-	for (i = 0; i < n; i++)
-		*v = (*v << 8) | c->b[c->off + i];
-	c->off += n;
-	return 0;
-}
-
-/* Skips one msgpack object (no ext types) at the cursor. 0, or -1 when malformed or truncated. */
-static int
-mp_skip(struct mpcur *c, int depth)
-{
-	uint64_t n = 0, i;
-	uint8_t t;
-
-	if (depth > MP_DEPTH_MAX || c->len - c->off < 1)
-		return -1;
-	t = c->b[c->off++];
-	if (t <= 0x7f || t >= 0xe0 || t == 0xc0 || t == 0xc2 || t == 0xc3)
-		return 0;
-	if ((t & 0xf0) == 0x80) {
-		n = 2u * (t & 0x0fu);
-		goto items;
-	}
-	if ((t & 0xf0) == 0x90) {
-		n = t & 0x0fu;
-		goto items;
-	}
-	if ((t & 0xe0) == 0xa0) {
-		n = t & 0x1fu;
-		goto bytes;
-	}
-	switch (t) {
-	case 0xc4: case 0xd9: if (cur_be(c, 1, &n) == -1) return -1; goto bytes;
-	case 0xc5: case 0xda: if (cur_be(c, 2, &n) == -1) return -1; goto bytes;
-	case 0xc6: case 0xdb: if (cur_be(c, 4, &n) == -1) return -1; goto bytes;
-	case 0xcc: case 0xd0: n = 1; goto bytes;
-	case 0xcd: case 0xd1: n = 2; goto bytes;
-	case 0xca: case 0xce: case 0xd2: n = 4; goto bytes;
-	case 0xcb: case 0xcf: case 0xd3: n = 8; goto bytes;
-	case 0xdc: if (cur_be(c, 2, &n) == -1) return -1; goto items;
-	case 0xdd: if (cur_be(c, 4, &n) == -1) return -1; goto items;
-	case 0xde: if (cur_be(c, 2, &n) == -1) return -1; n *= 2; goto items;
-	case 0xdf: if (cur_be(c, 4, &n) == -1) return -1; n *= 2; goto items;
-	default:
-		return -1;	/* 0xc1 (never used) and the ext types */
-	}
-bytes:
-	if (c->len - c->off < n)
-		return -1;
-	c->off += (size_t)n;
-	return 0;
-items:
-	/* Every item takes at least one byte: a count beyond the bytes left is a lie. */
-	if (n > c->len - c->off)
-		return -1;
-	for (i = 0; i < n; i++)
-		if (mp_skip(c, depth + 1) == -1)
-			return -1;
-	return 0;
-}
-
-/* Offset of item idx of the (already checked) top-level array. */
-static size_t
-top_item_offset(const uint8_t *b, size_t len, size_t idx)
-{
-	struct mpcur c = { b, len, 1 };
-	uint64_t n;
-	size_t i;
-
-	if (b[0] == 0xdc)
-		(void)cur_be(&c, 2, &n);
-	else if (b[0] == 0xdd)
-		(void)cur_be(&c, 4, &n);
-	for (i = 0; i < idx; i++)
-		(void)mp_skip(&c, 1);
-	return c.off;
-}
-
-static int
-sha256(const void *data, size_t len, uint8_t out[32])
-{
-	unsigned int n = 0;
-
-	if (EVP_Digest(data, len, out, &n, EVP_sha256(), NULL) != 1 || n != 32)
-		return -1;
-	return 0;
-}
 
 /* ---- entry rules, shared by encoder and decoder ---------------------------------------------- */
 
@@ -251,7 +152,6 @@ dcsnap_encode(const char *owner, int64_t written_at_ms, dcsnap_foreach_fn *forea
 	msgpack_sbuffer sb;
 	msgpack_packer pk;
 	struct enc x;
-	uint8_t digest[32];
 	size_t count;
 	int rc = 0;
 
@@ -272,12 +172,8 @@ dcsnap_encode(const char *owner, int64_t written_at_ms, dcsnap_foreach_fn *forea
 	x.skip = x.seen - count;
 	x.seen = 0;
 	x.written_at_ms = written_at_ms;
-	msgpack_sbuffer_init(&sb);
-	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	rc |= snapfile_begin(&dcsnap_format, &sb, &pk);
 	x.pk = &pk;
-	rc |= msgpack_pack_array(&pk, TOP_ITEMS);
-	rc |= pk_cstr(&pk, DCSNAP_MAGIC);
-	rc |= msgpack_pack_uint32(&pk, DCSNAP_VERSION);
 	rc |= pk_cstr(&pk, owner);
 	rc |= msgpack_pack_int64(&pk, written_at_ms);
 	rc |= msgpack_pack_array(&pk, count);
@@ -290,8 +186,7 @@ dcsnap_encode(const char *owner, int64_t written_at_ms, dcsnap_foreach_fn *forea
 		    x.written);
 		goto fail;
 	}
-	if (sha256(sb.data, sb.size, digest) == -1 || msgpack_pack_bin(&pk, 32) != 0 ||
-	    msgpack_pack_bin_body(&pk, digest, 32) != 0) {
+	if (snapfile_seal(&sb, &pk) == -1) {
 		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}
@@ -377,13 +272,11 @@ enum dcsnap_status
 dcsnap_decode(const uint8_t *buf, size_t len, const char *expect_owner, struct dcsnap *out, char *err,
     size_t errlen)
 {
-	struct mpcur cur = { buf, len, 0 };
 	struct dcsnap tmp;
 	msgpack_unpacked u;
-	const msgpack_object *top, *ents, *own;
+	const msgpack_object *item, *ents, *own;	/* item: the envelope's TOP_ITEMS items */
 	enum dcsnap_status st = DCSNAP_CORRUPT;
-	uint8_t want[32];
-	size_t off = 0, need = 0, doff;
+	size_t need = 0;
 	uint32_t i;
 	char *p;
 
@@ -391,60 +284,16 @@ dcsnap_decode(const uint8_t *buf, size_t len, const char *expect_owner, struct d
 	memset(&tmp, 0, sizeof(tmp));
 	if (expect_owner == NULL)
 		expect_owner = "";
-	if (buf == NULL || len == 0) {
-		snprintf(err, errlen, "empty");
-		return DCSNAP_CORRUPT;
-	}
-	if (len > DCSNAP_FILE_MAX) {
-		snprintf(err, errlen, "%zu bytes exceed %u", len, DCSNAP_FILE_MAX);
-		return DCSNAP_CORRUPT;
-	}
-	if ((buf[0] & 0xf0) != 0x90 && buf[0] != 0xdc && buf[0] != 0xdd) {
-		snprintf(err, errlen, "not a connect-spoa decision snapshot (no msgpack array)");
-		return DCSNAP_CORRUPT;
-	}
-	if (mp_skip(&cur, 0) == -1) {
-		snprintf(err, errlen, "truncated or malformed msgpack (%zu bytes)", len);
-		return DCSNAP_CORRUPT;
-	}
-	if (cur.off != len) {
-		snprintf(err, errlen, "%zu bytes of trailing data", len - cur.off);
-		return DCSNAP_CORRUPT;
-	}
-	msgpack_unpacked_init(&u);
-	if (msgpack_unpack_next(&u, (const char *)buf, len, &off) != MSGPACK_UNPACK_SUCCESS || off != len) {
-		snprintf(err, errlen, "msgpack decoding failed");
-		goto done;
-	}
-	top = &u.data;
-	if (top->type != MSGPACK_OBJECT_ARRAY || top->via.array.size < 2 ||
-	    top->via.array.ptr[0].type != MSGPACK_OBJECT_STR ||
-	    top->via.array.ptr[0].via.str.size != strlen(DCSNAP_MAGIC) ||
-	    memcmp(top->via.array.ptr[0].via.str.ptr, DCSNAP_MAGIC, strlen(DCSNAP_MAGIC)) != 0) {
-		snprintf(err, errlen, "not a connect-spoa decision snapshot (bad magic)");
-		goto done;
-	}
-	if (top->via.array.ptr[1].type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
-	    top->via.array.ptr[1].via.u64 != DCSNAP_VERSION) {
-		if (top->via.array.ptr[1].type == MSGPACK_OBJECT_POSITIVE_INTEGER)
-			snprintf(err, errlen, "format version %llu, this build reads version %d",
-			    (unsigned long long)top->via.array.ptr[1].via.u64, DCSNAP_VERSION);
-		else
-			snprintf(err, errlen, "format version is not an integer");
+	switch (snapfile_open(&dcsnap_format, buf, len, &u, &item, err, errlen)) {
+	case SNAPFILE_OK:
+		break;
+	case SNAPFILE_VERSION_UNKNOWN:
 		st = DCSNAP_VERSION_UNKNOWN;
 		goto done;
-	}
-	if (top->via.array.size != TOP_ITEMS) {
-		snprintf(err, errlen, "%u header items, expected %d", top->via.array.size, TOP_ITEMS);
+	default:
 		goto done;
 	}
-	doff = top_item_offset(buf, len, TOP_ITEMS - 1);
-	if (top->via.array.ptr[5].type != MSGPACK_OBJECT_BIN || top->via.array.ptr[5].via.bin.size != 32 ||
-	    sha256(buf, doff, want) == -1 || memcmp(want, top->via.array.ptr[5].via.bin.ptr, 32) != 0) {
-		snprintf(err, errlen, "checksum mismatch");
-		goto done;
-	}
-	own = &top->via.array.ptr[2];
+	own = &item[2];
 	if (!mp_text_ok(own, 0, DCSNAP_TARGET_MAX)) {
 		snprintf(err, errlen, "bad owner");
 		goto done;
@@ -456,11 +305,11 @@ dcsnap_decode(const uint8_t *buf, size_t len, const char *expect_owner, struct d
 		st = DCSNAP_FOREIGN;
 		goto done;
 	}
-	if (!mp_time(&top->via.array.ptr[3], 1, TIME_MAX_MS, &tmp.written_at_ms)) {
+	if (!mp_time(&item[3], 1, TIME_MAX_MS, &tmp.written_at_ms)) {
 		snprintf(err, errlen, "bad written-at time");
 		goto done;
 	}
-	ents = &top->via.array.ptr[4];
+	ents = &item[4];
 	if (ents->type != MSGPACK_OBJECT_ARRAY || ents->via.array.size > DCSNAP_ENTRIES_MAX) {
 		snprintf(err, errlen, "entries: not an array of at most %u", DCSNAP_ENTRIES_MAX);
 		goto done;

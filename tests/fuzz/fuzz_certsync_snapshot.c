@@ -10,8 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/evp.h>
-
+#include "snapfile.h"
 #include "snapshot.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -22,7 +21,6 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct certsync_snapshot s, s2;
 	uint8_t *buf, *enc = NULL, *enc2 = NULL;
 	size_t len, elen, elen2;
-	unsigned int mdlen;
 	char err[256];
 
 	if (size < 1)
@@ -32,7 +30,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	memcpy(buf, data + 1, len);
 	if ((data[0] & 1) && len >= 34 && buf[len - 34] == 0xc4 && buf[len - 33] == 32)
-		(void)EVP_Digest(buf, len - 34, buf + len - 32, &mdlen, EVP_sha256(), NULL);
+		(void)snapfile_sha256(buf, len - 34, buf + len - 32);
 	if (snapshot_decode(buf, len, (data[0] & 2) ? NULL : "web-sidecar-proxy", (data[0] & 2) ? "web" : NULL,
 	    &s, err, sizeof(err)) == SNAPSHOT_OK) {
 		if (snapshot_encode(&s, &enc, &elen, err, sizeof(err)) != 0)

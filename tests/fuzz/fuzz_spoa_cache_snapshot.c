@@ -10,9 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/evp.h>
-
 #include "cache_snapshot.h"
+#include "snapfile.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -42,7 +41,6 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct dcsnap s, s2;
 	uint8_t *buf, *enc;
 	size_t len, elen, n, i;
-	unsigned int mdlen;
 	char err[256];
 
 	if (size < 1)
@@ -52,7 +50,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	memcpy(buf, data + 1, len);
 	if ((data[0] & 1) && len >= 34 && buf[len - 34] == 0xc4 && buf[len - 33] == 32)
-		(void)EVP_Digest(buf, len - 34, buf + len - 32, &mdlen, EVP_sha256(), NULL);
+		(void)snapfile_sha256(buf, len - 34, buf + len - 32);
 	if (dcsnap_decode(buf, len, (data[0] & 2) ? "" : "db", &s, err, sizeof(err)) == DCSNAP_OK) {
 		if (dcsnap_encode(s.owner, s.written_at_ms, set_foreach, &s, &enc, &elen, &n, err,
 		    sizeof(err)) != 0 || n != s.n)

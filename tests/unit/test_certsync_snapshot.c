@@ -23,6 +23,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
+#include "snapfile.h"
 #include "snapshot.h"
 
 static char *
@@ -316,8 +317,6 @@ seal(const msgpack_object *top, uint8_t **out, size_t *outlen)
 {
 	msgpack_sbuffer sb;
 	msgpack_packer pk;
-	uint8_t md[32];
-	unsigned int mdlen;
 	uint32_t i, n = top->via.array.size;
 
 	msgpack_sbuffer_init(&sb);
@@ -325,9 +324,7 @@ seal(const msgpack_object *top, uint8_t **out, size_t *outlen)
 	msgpack_pack_array(&pk, n);
 	for (i = 0; i + 1 < n; i++)
 		msgpack_pack_object(&pk, top->via.array.ptr[i]);
-	assert_int_equal(EVP_Digest(sb.data, sb.size, md, &mdlen, EVP_sha256(), NULL), 1);
-	msgpack_pack_bin(&pk, 32);
-	msgpack_pack_bin_body(&pk, md, 32);
+	assert_int_equal(snapfile_seal(&sb, &pk), 0);
 	*outlen = sb.size;
 	*out = (uint8_t *)msgpack_sbuffer_release(&sb);
 }

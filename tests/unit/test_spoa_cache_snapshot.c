@@ -21,10 +21,10 @@
 #include <math.h>
 
 #include <msgpack.h>
-#include <openssl/evp.h>
 
 #include "cache.h"
 #include "cache_snapshot.h"
+#include "snapfile.h"
 
 #define NOW_MS	1795000000000LL
 
@@ -298,8 +298,6 @@ seal(const msgpack_object *top, uint8_t **out, size_t *outlen)
 {
 	msgpack_sbuffer sb;
 	msgpack_packer pk;
-	uint8_t md[32];
-	unsigned int mdlen;
 	uint32_t i, n = top->via.array.size;
 
 	msgpack_sbuffer_init(&sb);
@@ -307,9 +305,7 @@ seal(const msgpack_object *top, uint8_t **out, size_t *outlen)
 	msgpack_pack_array(&pk, n);
 	for (i = 0; i + 1 < n; i++)
 		msgpack_pack_object(&pk, top->via.array.ptr[i]);
-	assert_int_equal(EVP_Digest(sb.data, sb.size, md, &mdlen, EVP_sha256(), NULL), 1);
-	msgpack_pack_bin(&pk, 32);
-	msgpack_pack_bin_body(&pk, md, 32);
+	assert_int_equal(snapfile_seal(&sb, &pk), 0);
 	*outlen = sb.size;
 	*out = (uint8_t *)msgpack_sbuffer_release(&sb);
 }
