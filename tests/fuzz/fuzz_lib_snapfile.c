@@ -38,8 +38,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if ((data[0] & 1) && len >= 34 && buf[len - 34] == 0xc4 && buf[len - 33] == 32)
 		(void)snapfile_sha256(buf, len - 34, buf + len - 32);
 	if (snapfile_open(f, buf, len, &u, &it, err, sizeof(err)) == SNAPFILE_OK) {
-		if (it == NULL || it[0].type != MSGPACK_OBJECT_STR || it[0].via.str.size != strlen(f->magic) ||
-		    memcmp(it[0].via.str.ptr, f->magic, strlen(f->magic)) != 0 ||
+		if (it == NULL || it[0].type != MSGPACK_OBJECT_STR ||
+		    it[0].via.str.size != strlen(f->magic) || memcmp(it[0].via.str.ptr, f->magic, strlen(f->magic)) != 0 ||
 		    it[1].type != MSGPACK_OBJECT_POSITIVE_INTEGER || it[1].via.u64 != f->version)
 			__builtin_trap();
 		/* The checksum is the last 32 bytes, over everything before its bin8/16/32 header. */

@@ -245,7 +245,8 @@ test_version_not_an_integer(void **state)
 	pk_cstr(&pk, "x");
 	pk_cstr(&pk, "x");
 	assert_int_equal(snapfile_seal(&sb, &pk), 0);
-	expect((const uint8_t *)sb.data, sb.size, SNAPFILE_VERSION_UNKNOWN, "format version is not an integer");
+	expect((const uint8_t *)sb.data, sb.size, SNAPFILE_VERSION_UNKNOWN,
+	    "format version is not an integer");
 	msgpack_sbuffer_destroy(&sb);
 
 	/* -1 is an integer but not a version. */
