@@ -63,14 +63,7 @@ def call(port, payload=b"ping\n", timeout=5.0):
     """One plain TCP connection to an upstream listener: the bytes echoed back, or None."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-            s.sendall(payload)
-            got = b""
-            while len(got) < len(payload):
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                got += chunk
-            return got or None
+            return spoa_support.echo(s, payload)
     except OSError:
         return None
 

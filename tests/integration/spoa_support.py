@@ -169,6 +169,19 @@ def mtls_context(ca, cert=None, key=None):
     return ctx
 
 
+def echo(s, payload):
+    """Sends payload on the connected socket s and reads until as many bytes came back or the peer closed:
+    what came back, or None when nothing did. Socket errors are the caller's."""
+    s.sendall(payload)
+    got = b""
+    while len(got) < len(payload):
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        got += chunk
+    return got or None
+
+
 def mtls_call(port, ca, cert=None, key=None, payload=b"ping\n", timeout=5.0):
     """One connection through the proxy. Returns the bytes echoed back, or None when the proxy closed the
     connection without sending data (TLS refusal or an authorization deny)."""
@@ -180,14 +193,7 @@ def mtls_call(port, ca, cert=None, key=None, payload=b"ping\n", timeout=5.0):
         raw.close()
         return None
     try:
-        s.sendall(payload)
-        got = b""
-        while len(got) < len(payload):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            got += chunk
-        return got or None
+        return echo(s, payload)
     except (ssl.SSLError, OSError):
         return None
     finally:
