@@ -169,6 +169,16 @@ def mtls_context(ca, cert=None, key=None):
     return ctx
 
 
+def file_has(path, *needles):
+    """True when the file at path can be read and holds every one of the strings needles (as UTF-8)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return False
+    return all(n.encode() in data for n in needles)
+
+
 def echo(s, payload):
     """Sends payload on the connected socket s and reads until as many bytes came back or the peer closed:
     what came back, or None when nothing did. Socket errors are the caller's."""

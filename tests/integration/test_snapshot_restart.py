@@ -45,15 +45,6 @@ def kill_everything(data_dirs):
     harness.wait_until(lambda: not any(pids_of(d) for d in data_dirs), 10, what="every process gone")
 
 
-def snapshot_has(path, *needles):
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError:
-        return False
-    return all(n.encode() in data for n in needles)
-
-
 def norm_serial(s):
     return (s or "").replace(":", "").lower().lstrip("0")
 
@@ -84,7 +75,7 @@ def test_restart_during_outage_serves_from_snapshots(procs, sim, ddir, tmp_path)
         # (an answer to a question asked before the intention change is not cached: ask again)
         assert spoa_support.mtls_call(m.redis_port, ca, evil[0], evil[1]) is None
         assert call(m.local) == b"ping\n"
-        return snapshot_has(decisions, "/svc/web", "/svc/evil")
+        return spoa_support.file_has(decisions, "/svc/web", "/svc/evil")
     harness.wait_until(both_decided, 15, interval=0.3, what="both decisions in connect-spoa's snapshot")
     assert oct(os.stat(decisions).st_mode & 0o777) == "0o600"
     assert oct(os.stat(os.path.join(m.redis_dir, "certsync.snapshot")).st_mode & 0o777) == "0o600"

@@ -7,15 +7,6 @@ import harness
 import spoa_support as ss
 
 
-def has(path, *needles):
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError:
-        return False
-    return all(n.encode() in data for n in needles)
-
-
 def restart_spoa(procs, sim, st, args, name):
     st["spoa"].popen.kill()
     st["spoa"].popen.wait(10)
@@ -36,7 +27,7 @@ def test_decisions_survive_a_restart_during_an_outage(procs, sim, tmp_path):
     def decided():
         assert ss.mtls_call(st["port"], st["ca"], evil[0], evil[1]) is None
         assert ss.mtls_call(st["port"], st["ca"], web[0], web[1]) == b"ping\n"
-        return has(snap, "/svc/web", "/svc/evil")
+        return ss.file_has(snap, "/svc/web", "/svc/evil")
     harness.wait_until(decided, 15, interval=0.3, what="both decisions written to the snapshot")
     assert oct(os.stat(snap).st_mode & 0o777) == "0o600"
 
@@ -68,4 +59,4 @@ def test_damaged_decision_snapshot_is_ignored(procs, sim, tmp_path):
     web = ss.client_cert(sim, tmp_path, "web")
     assert ss.mtls_call(st["port"], st["ca"], web[0], web[1]) == b"ping\n"
     # the damaged file is replaced by a good one within a second or so
-    harness.wait_until(lambda: has(snap, "/svc/web"), 10, what="a good snapshot written")
+    harness.wait_until(lambda: ss.file_has(snap, "/svc/web"), 10, what="a good snapshot written")
