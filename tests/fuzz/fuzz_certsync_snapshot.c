@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "snapfile.h"
+#include "snapfile_input.h"
 #include "snapshot.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -23,14 +23,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	size_t len, elen, elen2;
 	char err[256];
 
-	if (size < 1)
+	if ((buf = snapfile_fuzz_input(data, size, &len)) == NULL)
 		return 0;
-	len = size - 1;
-	if ((buf = malloc(len > 0 ? len : 1)) == NULL)
-		return 0;
-	memcpy(buf, data + 1, len);
-	if ((data[0] & 1) && len >= 34 && buf[len - 34] == 0xc4 && buf[len - 33] == 32)
-		(void)snapfile_sha256(buf, len - 34, buf + len - 32);
 	if (snapshot_decode(buf, len, (data[0] & 2) ? NULL : "web-sidecar-proxy", (data[0] & 2) ? "web" : NULL,
 	    &s, err, sizeof(err)) == SNAPSHOT_OK) {
 		if (snapshot_encode(&s, &enc, &elen, err, sizeof(err)) != 0)

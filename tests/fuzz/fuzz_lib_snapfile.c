@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "snapfile.h"
+#include "snapfile_input.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -28,15 +28,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	size_t len, hdr;
 	char err[256];
 
-	if (size < 1)
+	if ((buf = snapfile_fuzz_input(data, size, &len)) == NULL)
 		return 0;
 	f = &formats[(data[0] >> 1) & 1];
-	len = size - 1;
-	if ((buf = malloc(len > 0 ? len : 1)) == NULL)
-		return 0;
-	memcpy(buf, data + 1, len);
-	if ((data[0] & 1) && len >= 34 && buf[len - 34] == 0xc4 && buf[len - 33] == 32)
-		(void)snapfile_sha256(buf, len - 34, buf + len - 32);
 	if (snapfile_open(f, buf, len, &u, &it, err, sizeof(err)) == SNAPFILE_OK) {
 		if (it == NULL || it[0].type != MSGPACK_OBJECT_STR ||
 		    it[0].via.str.size != strlen(f->magic) || memcmp(it[0].via.str.ptr, f->magic, strlen(f->magic)) != 0 ||

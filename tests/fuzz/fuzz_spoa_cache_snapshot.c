@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "cache_snapshot.h"
-#include "snapfile.h"
+#include "snapfile_input.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -43,14 +43,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	size_t len, elen, n, i;
 	char err[256];
 
-	if (size < 1)
+	if ((buf = snapfile_fuzz_input(data, size, &len)) == NULL)
 		return 0;
-	len = size - 1;
-	if ((buf = malloc(len > 0 ? len : 1)) == NULL)
-		return 0;
-	memcpy(buf, data + 1, len);
-	if ((data[0] & 1) && len >= 34 && buf[len - 34] == 0xc4 && buf[len - 33] == 32)
-		(void)snapfile_sha256(buf, len - 34, buf + len - 32);
 	if (dcsnap_decode(buf, len, (data[0] & 2) ? "" : "db", &s, err, sizeof(err)) == DCSNAP_OK) {
 		if (dcsnap_encode(s.owner, s.written_at_ms, set_foreach, &s, &enc, &elen, &n, err,
 		    sizeof(err)) != 0 || n != s.n)

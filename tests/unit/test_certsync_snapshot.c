@@ -23,7 +23,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
-#include "snapfile.h"
+#include "reseal.h"
 #include "snapshot.h"
 
 static char *
@@ -311,24 +311,6 @@ set_int(msgpack_object *o, int64_t v)
 	}
 }
 
-/* Packs top's items but the last, then a fresh SHA-256 of those bytes (unless nitems says otherwise). */
-static void
-seal(const msgpack_object *top, uint8_t **out, size_t *outlen)
-{
-	msgpack_sbuffer sb;
-	msgpack_packer pk;
-	uint32_t i, n = top->via.array.size;
-
-	msgpack_sbuffer_init(&sb);
-	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-	msgpack_pack_array(&pk, n);
-	for (i = 0; i + 1 < n; i++)
-		msgpack_pack_object(&pk, top->via.array.ptr[i]);
-	assert_int_equal(snapfile_seal(&sb, &pk), 0);
-	*outlen = sb.size;
-	*out = (uint8_t *)msgpack_sbuffer_release(&sb);
-}
-
 typedef void mutate_fn(msgpack_object *top, msgpack_zone *z);
 
 static enum snapshot_status
@@ -344,7 +326,7 @@ decode_mutated(mutate_fn *fn, const char *expect_id, const char *expect_sidecar,
 	msgpack_unpacked_init(&u);
 	assert_int_equal(msgpack_unpack_next(&u, (const char *)good, len, &off), MSGPACK_UNPACK_SUCCESS);
 	fn(&u.data, u.zone);
-	seal(&u.data, &bad, &blen);
+	reseal(&u.data, &bad, &blen);
 	st = snapshot_decode(bad, blen, expect_id, expect_sidecar, &d, err, errlen);
 	if (st == SNAPSHOT_OK)
 		snapshot_free(&d);

@@ -24,7 +24,7 @@
 
 #include "cache.h"
 #include "cache_snapshot.h"
-#include "snapfile.h"
+#include "reseal.h"
 
 #define NOW_MS	1795000000000LL
 
@@ -293,23 +293,6 @@ test_truncated_and_flipped(void **state)
 
 /* ---- well-formed but wrong: change the unpacked tree, seal again with a correct checksum ---- */
 
-static void
-seal(const msgpack_object *top, uint8_t **out, size_t *outlen)
-{
-	msgpack_sbuffer sb;
-	msgpack_packer pk;
-	uint32_t i, n = top->via.array.size;
-
-	msgpack_sbuffer_init(&sb);
-	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-	msgpack_pack_array(&pk, n);
-	for (i = 0; i + 1 < n; i++)
-		msgpack_pack_object(&pk, top->via.array.ptr[i]);
-	assert_int_equal(snapfile_seal(&sb, &pk), 0);
-	*outlen = sb.size;
-	*out = (uint8_t *)msgpack_sbuffer_release(&sb);
-}
-
 typedef void mutate_fn(msgpack_object *top, msgpack_zone *z);
 
 static enum dcsnap_status
@@ -327,7 +310,7 @@ decode_mutated(mutate_fn *fn, char *err, size_t errlen)
 	msgpack_unpacked_init(&u);
 	assert_int_equal(msgpack_unpack_next(&u, (const char *)good, len, &off), MSGPACK_UNPACK_SUCCESS);
 	fn(&u.data, u.zone);
-	seal(&u.data, &bad, &blen);
+	reseal(&u.data, &bad, &blen);
 	st = dcsnap_decode(bad, blen, "db", &s, err, errlen);
 	if (st == DCSNAP_OK)
 		dcsnap_free(&s);
