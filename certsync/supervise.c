@@ -43,7 +43,33 @@ struct sv_child {
 	ev_timer	 restart_tm;
 	ev_timer	 kill_tm;
 	ev_timer	 done_tm;
+
+	/* A callback may sv_free its own child: the memory is released when the outermost call into a
+	 * user callback has returned (in_cb counts them; doomed marks the pending release). */
+	unsigned	 in_cb;
+	bool		 doomed;
 };
+
+static void sv_release(struct sv_child *c);
+
+/* Brackets a user callback. sv_cb_leave returns true when c was freed meanwhile: the caller must not
+ * touch c again. */
+static void
+sv_cb_enter(struct sv_child *c)
+{
+	c->in_cb++;
+}
+
+static bool
+sv_cb_leave(struct sv_child *c)
+{
+	c->in_cb--;
+	if (!c->doomed)
+		return false;
+	if (c->in_cb == 0)
+		sv_release(c);
+	return true;
+}
 
 double
 sv_backoff_delay(unsigned attempt)
@@ -76,7 +102,9 @@ sv_error(struct sv_child *c, const char *what, const char *detail)
 	if (c->o.on_error == NULL)
 		return;
 	snprintf(buf, sizeof(buf), "%s: %s: %s", c->name, what, detail);
+	sv_cb_enter(c);
 	c->o.on_error(c->o.arg, buf);
+	(void)sv_cb_leave(c);
 }
 
 /* In the child, between fork and exec: only async-signal-safe calls. */
@@ -130,7 +158,10 @@ sv_spawn(struct sv_child *c)
 		e = errno;
 		close(p[0]);
 		close(p[1]);
+		c->in_cb++;
 		sv_error(c, "fork", strerror(e));
+		if (sv_cb_leave(c))
+			return;
 		/* Nothing will exit to drive a retry: schedule one as if it had crashed. */
 		c->pid = 0;
 		ev_timer_set(&c->restart_tm, 1.0, 0.0);
@@ -158,8 +189,11 @@ sv_spawn(struct sv_child *c)
 		return;
 	}
 	c->starts++;
-	if (c->o.on_start != NULL)
+	if (c->o.on_start != NULL) {
+		sv_cb_enter(c);
 		c->o.on_start(c->o.arg, pid);
+		(void)sv_cb_leave(c);
+	}
 }
 
 /* Decides the next attempt (Consul: reset after a healthy run, count, wait) and starts or schedules it. */
@@ -197,8 +231,11 @@ sv_finish_stop(struct sv_child *c)
 	ev_timer_stop(c->loop, &c->kill_tm);
 	ev_timer_stop(c->loop, &c->restart_tm);
 	c->done = NULL;
-	if (done != NULL)
+	if (done != NULL) {
+		sv_cb_enter(c);
 		done(arg);
+		(void)sv_cb_leave(c);
+	}
 }
 
 static void
@@ -215,8 +252,12 @@ sv_child_cb(struct ev_loop *loop, ev_child *w, int revents)
 	c->pid = 0;
 	if (!c->stopping && c->restart)
 		delay = sv_schedule(c);
+	/* on_exit may free c (a start that failed gives up): nothing of c is touched after that. */
+	sv_cb_enter(c);
 	if (c->o.on_exit != NULL)
 		c->o.on_exit(c->o.arg, pid, status, delay);
+	if (sv_cb_leave(c))
+		return;
 	if (c->stopping || !c->restart) {
 		sv_finish_stop(c);
 		return;
@@ -356,9 +397,7 @@ sv_signal(struct sv_child *c, int sig)
 void
 sv_free(struct sv_child *c)
 {
-	size_t i;
-
-	if (c == NULL)
+	if (c == NULL || c->doomed)
 		return;
 	if (c->loop != NULL) {
 		ev_child_stop(c->loop, &c->cw);
@@ -374,6 +413,20 @@ sv_free(struct sv_child *c)
 		while (waitpid(c->pid, &st, 0) == -1 && errno == EINTR)
 			;
 	}
+	c->pid = 0;
+	if (c->in_cb > 0) {
+		/* Called from one of c's own callbacks: released when it returns. */
+		c->doomed = true;
+		return;
+	}
+	sv_release(c);
+}
+
+static void
+sv_release(struct sv_child *c)
+{
+	size_t i;
+
 	if (c->argv != NULL)
 		for (i = 0; c->argv[i] != NULL; i++)
 			free(c->argv[i]);

@@ -48,6 +48,7 @@ struct run {
 	unsigned	 stop_after;	/* stop once this many exits were seen */
 	unsigned	 nstarts;
 	bool		 done;
+	bool		 free_in_exit;	/* on_exit frees the child, as a start that gives up does */
 	bool		 timed_out;
 	char		 errors[512];
 };
@@ -89,6 +90,12 @@ on_exit_cb(void *arg, pid_t pid, int status, double next_delay)
 		r->statuses[r->nexits] = status;
 	}
 	r->nexits++;
+	if (r->free_in_exit) {
+		sv_free(r->c);
+		r->c = NULL;
+		r->done = true;
+		return;
+	}
 	if (r->stop_after > 0 && r->nexits == r->stop_after)
 		sv_stop(r->c, stopped, r);
 }
@@ -246,6 +253,38 @@ test_stop_escalates_to_sigkill(void **state)
 }
 
 static void
+break_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	ev_break(loop, EVBREAK_ALL);
+}
+
+/*
+ * The exit callback frees its own child (connect-certsync gives up on an HAProxy that died while
+ * starting): the supervisor must not touch the child afterwards, nor restart it. ASan catches a
+ * use after free here; a restart would show as a second start.
+ */
+static void
+test_free_from_exit_callback(void **state)
+{
+	struct run r;
+	char *argv[] = { "/bin/sh", "-c", "exit 3", NULL };
+	ev_timer settle;
+
+	memset(&r, 0, sizeof(r));
+	r.loop = EV_DEFAULT;
+	r.free_in_exit = true;
+	(void)start(&r, argv, true, 0.01);
+	ev_timer_init(&settle, break_cb, 0.5, 0.0);
+	ev_timer_start(r.loop, &settle);
+	run_loop(&r, 30.0);
+	ev_timer_stop(r.loop, &settle);
+	assert_true(r.done);
+	assert_null(r.c);
+	assert_int_equal(r.nexits, 1);
+	assert_int_equal(r.nstarts, 1);
+}
+
+static void
 test_exec_failure_reported(void **state)
 {
 	struct run r;
@@ -341,6 +380,7 @@ main(void)
 		cmocka_unit_test(test_graceful_stop),
 		cmocka_unit_test(test_stop_escalates_to_sigkill),
 		cmocka_unit_test(test_exec_failure_reported),
+		cmocka_unit_test(test_free_from_exit_callback),
 		cmocka_unit_test(test_stop_when_waiting_for_restart),
 		cmocka_unit_test(test_child_dies_with_supervisor),
 	};
