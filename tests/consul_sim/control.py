@@ -31,6 +31,8 @@ class Control:
         st = self.st
         if path == "/_sim/ca/rotate" and method == "POST":
             return 200, {"ActiveRootID": st.rotate_ca()}
+        if path == "/_sim/ca/prune" and method == "POST":
+            return 200, {"Pruned": st.prune_ca(data.get("OlderThanSeconds"))}
         if path == "/_sim/leaf/rotate" and method == "POST":
             leaf = st.rotate_leaf(data["Service"])
             return 200, {"SerialNumber": leaf["SerialNumber"], "ModifyIndex": leaf["ModifyIndex"]}

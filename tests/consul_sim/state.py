@@ -192,6 +192,7 @@ class State(Services, Queries, Catalog):
                 if r["Active"]:
                     r["Active"] = False
                     r["ModifyIndex"] = idx
+                    r["_rotated_out_at"] = time.time()     # RotatedOutAt (json:"-" in Consul)
             self.ca["Roots"].append(new)
             self.ca["ActiveRootID"] = new["ID"]
             self.idx["roots"] = idx
@@ -199,6 +200,22 @@ class State(Services, Queries, Catalog):
                 self._issue_leaf(name)
             self.changed("roots")
             return new["ID"]
+
+    def prune_ca(self, older_than=None):
+        """Consul's leader pruneCARoots (every caRootPruneInterval, 1 h): drops the roots that are not active
+        and were rotated out more than 2 x LeafCertTTL ago, in one roots change (a new index). older_than
+        overrides that age (a test stands for the time passing). Returns the pruned IDs."""
+        with self.cond:
+            age = 2 * self.leaf_ttl if older_than is None else float(older_than)
+            now = time.time()
+            keep = [r for r in self.ca["Roots"]
+                    if r["Active"] or r.get("_rotated_out_at") is None or now - r["_rotated_out_at"] <= age]
+            pruned = [r["ID"] for r in self.ca["Roots"] if r not in keep]
+            if pruned:
+                self.ca["Roots"] = keep
+                self.idx["roots"] = self.next_index()
+                self.changed("roots")
+            return pruned
 
     def _issue_leaf(self, service, ttl=None):
         root = self.active_root()
