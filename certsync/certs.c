@@ -14,6 +14,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <openssl/x509_vfy.h>
+#include <openssl/x509v3.h>
 
 #include "atomicfile.h"
 #include "certs.h"
@@ -173,6 +174,7 @@ ca_roots_free(struct ca_roots *r)
 	free(r->active_root_id);
 	free(r->trust_domain);
 	free(r->pem);
+	free(r->active_pem);
 	memset(r, 0, sizeof(*r));
 }
 
@@ -297,9 +299,10 @@ add_unique(STACK_OF(X509) *sk, const char *pem, size_t len, const char *where, c
 int
 certs_decode_roots(const char *json, size_t len, struct ca_roots *out, char *err, size_t errlen)
 {
-	json_t *root, *roots, *r, *rc_, *ic, *c;
-	STACK_OF(X509) *sk = NULL;
-	BIO *outb = NULL;
+	json_t *root, *roots, *r, *rc_, *ic, *c, *id;
+	STACK_OF(X509) *sk = NULL, *act = NULL;
+	BIO *outb = NULL, *actb = NULL;
+	bool active;
 	size_t i, j;
 	char where[96], why[160];
 	int bad = 0, rc = -1;
@@ -331,7 +334,7 @@ certs_decode_roots(const char *json, size_t len, struct ca_roots *out, char *err
 		seterr(err, errlen, "Roots: more than %d roots", CERTS_MAX_ROOTS);
 		goto out;
 	}
-	if ((sk = sk_X509_new_null()) == NULL) {
+	if ((sk = sk_X509_new_null()) == NULL || (act = sk_X509_new_null()) == NULL) {
 		seterr(err, errlen, "out of memory");
 		goto out;
 	}
@@ -348,6 +351,12 @@ certs_decode_roots(const char *json, size_t len, struct ca_roots *out, char *err
 		snprintf(where, sizeof(where), "Roots[%zu].RootCert", i);
 		if (add_unique(sk, json_string_value(rc_), json_string_length(rc_), where, err, errlen) == -1)
 			goto out;
+		id = json_object_get(r, "ID");
+		active = json_is_string(id) && sk_X509_num(act) == 0 &&
+		    strcmp(json_string_value(id), out->active_root_id) == 0;
+		if (active && add_unique(act, json_string_value(rc_), json_string_length(rc_), where, err,
+		    errlen) == -1)
+			goto out;
 		ic = json_object_get(r, "IntermediateCerts");
 		if (ic == NULL || json_is_null(ic))
 			continue;
@@ -363,10 +372,18 @@ certs_decode_roots(const char *json, size_t len, struct ca_roots *out, char *err
 			}
 			if (add_unique(sk, json_string_value(c), json_string_length(c), where, err, errlen) == -1)
 				goto out;
+			if (active && add_unique(act, json_string_value(c), json_string_length(c), where, err,
+			    errlen) == -1)
+				goto out;
 		}
 	}
 	if ((outb = BIO_new(BIO_s_mem())) == NULL || write_certs(outb, sk) == -1 ||
 	    bio_take(outb, &out->pem, &out->pem_len) == -1) {
+		seterr(err, errlen, "encoding the PEM: %s", ssl_reason(why, sizeof(why)));
+		goto out;
+	}
+	if (sk_X509_num(act) > 0 && ((actb = BIO_new(BIO_s_mem())) == NULL || write_certs(actb, act) == -1 ||
+	    bio_take(actb, &out->active_pem, &out->active_pem_len) == -1)) {
 		seterr(err, errlen, "encoding the PEM: %s", ssl_reason(why, sizeof(why)));
 		goto out;
 	}
@@ -375,7 +392,9 @@ certs_decode_roots(const char *json, size_t len, struct ca_roots *out, char *err
 	rc = 0;
 out:
 	BIO_free(outb);
+	BIO_free(actb);
 	sk_X509_pop_free(sk, X509_free);
+	sk_X509_pop_free(act, X509_free);
 	json_decref(root);
 	ERR_clear_error();
 	if (rc == -1)
@@ -397,8 +416,15 @@ certs_roots_equal(const struct ca_roots *a, const struct ca_roots *b)
 	    memcmp(a->pem, b->pem, a->pem_len) == 0;
 }
 
-int
-certs_leaf_verify(const struct leaf_cert *leaf, const struct ca_roots *roots, char *err, size_t errlen)
+/*
+ * Verifies the first certificate of chain_pem, the others given as untrusted intermediates, against every
+ * certificate of trust_pem as a trust anchor. partial: a chain may end at any certificate of the bundle
+ * (X509_V_FLAG_PARTIAL_CHAIN); otherwise it must reach a self-signed root of the bundle, as HAProxy's
+ * verify does (it sets no partial-chain flag). 0, or -1 with err.
+ */
+static int
+verify_chain(const char *chain_pem, size_t chain_len, const char *trust_pem, size_t trust_len, bool partial,
+    char *err, size_t errlen)
 {
 	STACK_OF(X509) *chain = NULL, *trust = NULL;
 	X509_STORE *store = NULL;
@@ -406,17 +432,13 @@ certs_leaf_verify(const struct leaf_cert *leaf, const struct ca_roots *roots, ch
 	X509 *x;
 	int i, rc = -1;
 
-	if (leaf->pem == NULL || roots->pem == NULL) {
-		seterr(err, errlen, "no leaf or no roots");
-		return -1;
-	}
 	if ((chain = sk_X509_new_null()) == NULL || (trust = sk_X509_new_null()) == NULL ||
 	    (store = X509_STORE_new()) == NULL || (ctx = X509_STORE_CTX_new()) == NULL) {
 		seterr(err, errlen, "out of memory");
 		goto out;
 	}
-	if (read_certs(leaf->pem, leaf->pem_len, chain, CERTS_MAX_CHAIN, "leaf", err, errlen) == -1 ||
-	    read_certs(roots->pem, roots->pem_len, trust, CERTS_MAX_ROOTS * CERTS_MAX_CHAIN, "roots",
+	if (read_certs(chain_pem, chain_len, chain, CERTS_MAX_CHAIN, "leaf", err, errlen) == -1 ||
+	    read_certs(trust_pem, trust_len, trust, CERTS_MAX_ROOTS * CERTS_MAX_CHAIN, "roots",
 	    err, errlen) == -1)
 		goto out;
 	for (i = 0; i < sk_X509_num(trust); i++) {
@@ -430,19 +452,227 @@ certs_leaf_verify(const struct leaf_cert *leaf, const struct ca_roots *roots, ch
 		seterr(err, errlen, "out of memory");
 		goto out;
 	}
-	/* Consul's intermediates are in the bundle as trust anchors too: accept a chain ending at one. */
-	X509_STORE_CTX_set_flags(ctx, X509_V_FLAG_PARTIAL_CHAIN);
+	if (partial)
+		X509_STORE_CTX_set_flags(ctx, X509_V_FLAG_PARTIAL_CHAIN);
 	if (X509_verify_cert(ctx) == 1)
 		rc = 0;
 	else
-		seterr(err, errlen, "leaf does not verify against the CA roots: %s",
-		    X509_verify_cert_error_string(X509_STORE_CTX_get_error(ctx)));
+		seterr(err, errlen, "%s", X509_verify_cert_error_string(X509_STORE_CTX_get_error(ctx)));
 	X509_free(x);
 out:
 	X509_STORE_CTX_free(ctx);
 	X509_STORE_free(store);
 	sk_X509_pop_free(chain, X509_free);
 	sk_X509_pop_free(trust, X509_free);
+	ERR_clear_error();
+	return rc;
+}
+
+int
+certs_leaf_verify(const struct leaf_cert *leaf, const struct ca_roots *roots, char *err, size_t errlen)
+{
+	char why[160];
+
+	if (leaf->pem == NULL || roots->pem == NULL) {
+		seterr(err, errlen, "no leaf or no roots");
+		return -1;
+	}
+	/* Consul's intermediates are in the bundle as trust anchors too: accept a chain ending at one. */
+	if (verify_chain(leaf->pem, leaf->pem_len, roots->pem, roots->pem_len, true, why, sizeof(why)) == 0)
+		return 0;
+	seterr(err, errlen, "leaf does not verify against the CA roots: %s", why);
+	return -1;
+}
+
+int
+certs_leaf_verify_full(const struct leaf_cert *leaf, const struct ca_roots *roots, char *err, size_t errlen)
+{
+	char why[160];
+
+	if (leaf->pem == NULL || roots->pem == NULL) {
+		seterr(err, errlen, "no leaf or no roots");
+		return -1;
+	}
+	if (verify_chain(leaf->pem, leaf->pem_len, roots->pem, roots->pem_len, false, why, sizeof(why)) == 0)
+		return 0;
+	seterr(err, errlen, "leaf does not chain to a root of the bundle: %s", why);
+	return -1;
+}
+
+/* One line naming x for a log: its subject, or "?". */
+static void
+subject_of(X509 *x, char *out, size_t outlen)
+{
+	if (outlen == 0)
+		return;
+	if (X509_NAME_oneline(X509_get_subject_name(x), out, (int)(outlen > INT32_MAX ? INT32_MAX : outlen)) == NULL)
+		snprintf(out, outlen, "?");
+}
+
+int
+certs_roots_removed(const struct ca_roots *loaded, const struct ca_roots *now, char *which, size_t whichlen,
+    char *err, size_t errlen)
+{
+	STACK_OF(X509) *a = NULL, *b = NULL;
+	int i, j, found, n = 0, rc = -1;
+
+	if (whichlen > 0)
+		which[0] = '\0';
+	if (loaded->pem == NULL || now->pem == NULL) {
+		seterr(err, errlen, "no roots");
+		return -1;
+	}
+	if ((a = sk_X509_new_null()) == NULL || (b = sk_X509_new_null()) == NULL) {
+		seterr(err, errlen, "out of memory");
+		goto out;
+	}
+	if (read_certs(loaded->pem, loaded->pem_len, a, CERTS_MAX_ROOTS * CERTS_MAX_CHAIN, "loaded roots",
+	    err, errlen) == -1 ||
+	    read_certs(now->pem, now->pem_len, b, CERTS_MAX_ROOTS * CERTS_MAX_CHAIN, "roots", err, errlen) == -1)
+		goto out;
+	for (i = 0; i < sk_X509_num(a); i++) {
+		for (j = 0, found = 0; j < sk_X509_num(b) && !found; j++)
+			found = X509_cmp(sk_X509_value(a, i), sk_X509_value(b, j)) == 0;
+		if (found)
+			continue;
+		if (n++ == 0)
+			subject_of(sk_X509_value(a, i), which, whichlen);
+	}
+	rc = n;
+out:
+	sk_X509_pop_free(a, X509_free);
+	sk_X509_pop_free(b, X509_free);
+	ERR_clear_error();
+	return rc;
+}
+
+int
+certs_active_trusted(const struct ca_roots *now, const struct ca_roots *loaded, char *err, size_t errlen)
+{
+	STACK_OF(X509) *act = NULL, *l = NULL;
+	BIO *bio = NULL;
+	char *pem = NULL, why[160] = "it has no cross-signed certificate";
+	size_t len;
+	int i, rc = -1;
+
+	if (now->active_pem == NULL || loaded->pem == NULL) {
+		seterr(err, errlen, "the active root is unknown");
+		return -1;
+	}
+	if ((act = sk_X509_new_null()) == NULL || (l = sk_X509_new_null()) == NULL) {
+		seterr(err, errlen, "out of memory");
+		goto out;
+	}
+	if (read_certs(now->active_pem, now->active_pem_len, act, CERTS_MAX_ROOTS * CERTS_MAX_CHAIN, "active root",
+	    err, errlen) == -1 ||
+	    read_certs(loaded->pem, loaded->pem_len, l, CERTS_MAX_ROOTS * CERTS_MAX_CHAIN, "loaded roots",
+	    err, errlen) == -1)
+		goto out;
+	/* The active root itself is a loaded root. */
+	for (i = 0; i < sk_X509_num(l); i++) {
+		if (X509_cmp(sk_X509_value(l, i), sk_X509_value(act, 0)) == 0) {
+			rc = 0;
+			goto out;
+		}
+	}
+	/* Or one of its intermediates (the root cross-signed by an older one) chains to a loaded root. */
+	for (i = 1; i < sk_X509_num(act); i++) {
+		free(pem);
+		pem = NULL;
+		BIO_free(bio);
+		if ((bio = BIO_new(BIO_s_mem())) == NULL || PEM_write_bio_X509(bio, sk_X509_value(act, i)) != 1 ||
+		    write_certs(bio, act) == -1 || bio_take(bio, &pem, &len) == -1) {
+			seterr(err, errlen, "out of memory");
+			goto out;
+		}
+		if (verify_chain(pem, len, loaded->pem, loaded->pem_len, false, why, sizeof(why)) == 0) {
+			rc = 0;
+			goto out;
+		}
+	}
+	seterr(err, errlen, "the active root does not chain to a loaded root: %s", why);
+out:
+	free(pem);
+	BIO_free(bio);
+	sk_X509_pop_free(act, X509_free);
+	sk_X509_pop_free(l, X509_free);
+	ERR_clear_error();
+	return rc;
+}
+
+int
+certs_leaf_chain_pem(const struct leaf_cert *leaf, const struct ca_roots *roots, char **out, size_t *outlen,
+    char *err, size_t errlen)
+{
+	static const char end[] = "-----END CERTIFICATE-----";
+	STACK_OF(X509) *chain = NULL, *bundle = NULL;
+	BIO *bio = NULL;
+	const char *p, *q;
+	size_t split;
+	X509 *x;
+	int i, j, found, rc = -1;
+
+	*out = NULL;
+	*outlen = 0;
+	if (leaf->pem == NULL || roots->pem == NULL) {
+		seterr(err, errlen, "no leaf or no roots");
+		return -1;
+	}
+	/* The certificates end at the last END CERTIFICATE line; the key follows. */
+	for (p = NULL, q = leaf->pem; (q = memmem(q, leaf->pem_len - (size_t)(q - leaf->pem), end,
+	    sizeof(end) - 1)) != NULL; q += sizeof(end) - 1)
+		p = q;
+	if (p == NULL) {
+		seterr(err, errlen, "leaf: no certificate");
+		return -1;
+	}
+	split = (size_t)(p - leaf->pem) + sizeof(end) - 1;
+	if (split < leaf->pem_len && leaf->pem[split] == '\n')
+		split++;
+	if ((chain = sk_X509_new_null()) == NULL || (bundle = sk_X509_new_null()) == NULL ||
+	    (bio = BIO_new(BIO_s_mem())) == NULL) {
+		seterr(err, errlen, "out of memory");
+		goto done;
+	}
+	if (read_certs(leaf->pem, split, chain, CERTS_MAX_CHAIN, "leaf", err, errlen) == -1 ||
+	    read_certs(roots->pem, roots->pem_len, bundle, CERTS_MAX_ROOTS * CERTS_MAX_CHAIN, "roots",
+	    err, errlen) == -1)
+		goto done;
+	if (BIO_write(bio, leaf->pem, (int)split) != (int)split)
+		goto nomem;
+	for (i = 0; i < sk_X509_num(bundle) && sk_X509_num(chain) < CERTS_MAX_CHAIN; i++) {
+		x = sk_X509_value(bundle, i);
+		if (X509_check_issued(x, x) == X509_V_OK)
+			continue;	/* a root: the peer has it or must not be handed it */
+		for (j = 0, found = 0; j < sk_X509_num(chain) && !found; j++)
+			found = X509_cmp(sk_X509_value(chain, j), x) == 0;
+		if (found)
+			continue;
+		if (PEM_write_bio_X509(bio, x) != 1 || X509_up_ref(x) != 1)
+			goto nomem;
+		if (sk_X509_push(chain, x) == 0) {
+			X509_free(x);
+			goto nomem;
+		}
+	}
+	if (BIO_write(bio, leaf->pem + split, (int)(leaf->pem_len - split)) != (int)(leaf->pem_len - split) ||
+	    bio_take(bio, out, outlen) == -1)
+		goto nomem;
+	rc = 0;
+	goto done;
+nomem:
+	seterr(err, errlen, "out of memory");
+done:
+	if (bio != NULL) {
+		char *m;
+		long n = BIO_get_mem_data(bio, &m);
+
+		if (n > 0)
+			OPENSSL_cleanse(m, (size_t)n);	/* it held the private key */
+	}
+	BIO_free(bio);
+	sk_X509_pop_free(chain, X509_free);
+	sk_X509_pop_free(bundle, X509_free);
 	ERR_clear_error();
 	return rc;
 }

@@ -38,6 +38,8 @@ struct ca_roots {
 	size_t		 pem_len;
 	unsigned	 nroots;
 	unsigned	 ncerts;	/* certificates in pem */
+	char		*active_pem;	/* the active root's certificate, then its IntermediateCerts; NULL: none */
+	size_t		 active_pem_len;
 };
 
 /* 0, or -1 with err (out is then zeroed). */
@@ -48,6 +50,29 @@ bool certs_leaf_equal(const struct leaf_cert *a, const struct leaf_cert *b);
 bool certs_roots_equal(const struct ca_roots *a, const struct ca_roots *b);
 /* Whether the leaf's chain verifies against the bundle (a leaf ahead of its roots does not). */
 int  certs_leaf_verify(const struct leaf_cert *leaf, const struct ca_roots *roots, char *err, size_t errlen);
+/*
+ * The same, but the chain must reach a self-signed root of the bundle (no partial chain), as HAProxy's
+ * "verify required" checks a peer against its ca-file.
+ */
+int  certs_leaf_verify_full(const struct leaf_cert *leaf, const struct ca_roots *roots, char *err, size_t errlen);
+/*
+ * Whether a HAProxy that loaded the bundle `loaded` must reload for the roots `now` (a CA change):
+ *   certs_roots_removed: how many certificates of loaded are not in now (which: the first one's subject),
+ *     -1 with err;
+ *   certs_active_trusted: 0 when leaves of now's active root verify against loaded (the active root is
+ *     a loaded root, or one of its intermediates, a cross-signed copy, chains to one), -1 with err.
+ */
+int  certs_roots_removed(const struct ca_roots *loaded, const struct ca_roots *now, char *which, size_t whichlen,
+    char *err, size_t errlen);
+int  certs_active_trusted(const struct ca_roots *now, const struct ca_roots *loaded, char *err, size_t errlen);
+/*
+ * The leaf's PEM with, after its own chain, every cross-signed (non-self-signed) certificate of the
+ * bundle it does not carry yet: Consul puts only the newest cross-signed root in a leaf, so a peer that
+ * still trusts a root two rotations back could not build the path; with the others it can. Roots are
+ * never added. *out is malloc'd (it holds the key). 0, or -1 with err.
+ */
+int  certs_leaf_chain_pem(const struct leaf_cert *leaf, const struct ca_roots *roots, char **out, size_t *outlen,
+    char *err, size_t errlen);
 void leaf_cert_free(struct leaf_cert *l);
 void ca_roots_free(struct ca_roots *r);
 
