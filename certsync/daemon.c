@@ -14,7 +14,12 @@
  * for the runtime calls alike, so a reload moves no instance. Whether a reload is needed is decided on
  * the "shape" (the same render with every slot empty): a changed instance alone is a runtime call.
  *
- * CA change: the new bundle is written and loaded by a reload; a new leaf that arrives with it is held
+ * CA change: the new bundle is written at once (any later reload or restart loads it), but HAProxy is
+ * reloaded for it only when it must be (ca_reload_why): a root the running worker trusts was removed (it
+ * must stop trusting it now), or leaves of the new CA do not chain to the bundle the worker loaded.
+ * Consul cross-signs a new root with the old one and puts that certificate in every new leaf's chain, so
+ * after a usual rotation the worker's old roots accept the new leaves of both sides: the new leaf goes in
+ * through the runtime API like any leaf rotation, no reload. When a reload is due, a new leaf is held
  * back (file and runtime) until that reload succeeded, then put in service by rt_cert_update (runtime.h:
  * the old worker trusts only the old roots during the handover).
  */
@@ -29,6 +34,7 @@
 
 #include <ev.h>
 #include <jansson.h>
+#include <openssl/crypto.h>
 
 #include "atomicfile.h"
 #include "certs.h"
@@ -145,6 +151,8 @@ struct daemon {
 	struct abackend		*ab, *cb;		/* applied / candidate backends */
 	size_t			 nab, ncb;
 	unsigned		 cand_roots_gen;
+	struct ca_roots		 roots_rt, cand_roots;	/* bundle the worker loaded / a start or reload loads */
+	unsigned		 ca_logged_gen;		/* roots generation whose no-reload decision was logged */
 	unsigned		 leaf_rt_gen, roots_rt_gen;	/* generations the running worker uses */
 	unsigned		 leaf_rt_pending;
 	bool			 leaf_inflight;
@@ -188,6 +196,19 @@ static bool
 str_eq(const char *a, const char *b)
 {
 	return strcmp(a != NULL ? a : "", b != NULL ? b : "") == 0;
+}
+
+/* dst = a copy of src's bundle (the PEM only: what a worker reads from the file). */
+static void
+roots_copy(struct ca_roots *dst, const struct ca_roots *src)
+{
+	ca_roots_free(dst);
+	if (src->pem == NULL)
+		return;
+	if ((dst->pem = malloc(src->pem_len + 1)) == NULL)
+		fatal("malloc");
+	memcpy(dst->pem, src->pem, src->pem_len + 1);
+	dst->pem_len = src->pem_len;
 }
 
 /* Logs an error once until a different one (or success, which clears it) comes. */
@@ -1211,6 +1232,9 @@ commit_candidate(struct daemon *d)
 	d->cb = NULL;
 	d->ncb = 0;
 	d->roots_rt_gen = d->cand_roots_gen;
+	ca_roots_free(&d->roots_rt);
+	d->roots_rt = d->cand_roots;
+	memset(&d->cand_roots, 0, sizeof(d->cand_roots));
 	/* a fresh worker read the leaf file as it is now (a leaf held back by the CA change comes next) */
 	d->leaf_rt_gen = d->leaf_gen;
 	d->ca_reload_failed = false;
@@ -1246,7 +1270,7 @@ static void
 spoa_start(struct daemon *d)
 {
 	struct sv_opts so;
-	char *argv[16], lvl[16], listen[PATH_MAX + 8], err[512];
+	char *argv[20], lvl[16], listen[PATH_MAX + 8], err[512];
 	static const char *const names[] = { "trace", "debug", "info", "warn", "err" };
 	int n = 0;
 
@@ -1273,6 +1297,10 @@ spoa_start(struct daemon *d)
 	if (d->o.spoa_token_file != NULL) {
 		argv[n++] = "-token-file";
 		argv[n++] = (char *)(uintptr_t)d->o.spoa_token_file;
+	}
+	if (d->o.spoa_metrics_addr != NULL) {
+		argv[n++] = "-metrics-addr";
+		argv[n++] = (char *)(uintptr_t)d->o.spoa_metrics_addr;
 	}
 	if (d->snap != NULL) {
 		argv[n++] = "-snapshot";
@@ -1315,6 +1343,7 @@ hap_on_ready(void *arg, pid_t worker)
 			slots_unknown(&d->ab[i]);
 		d->leaf_rt_gen = d->leaf_gen;
 		d->roots_rt_gen = d->roots_gen;
+		roots_copy(&d->roots_rt, &d->roots_file);
 	}
 	schedule_apply(d, 0);
 }
@@ -1722,22 +1751,111 @@ leaf_issuer_known(const struct leaf_cert *l, const struct ca_roots *r)
 }
 
 /*
+ * want = the leaf as served: d->leaf with the bundle's other cross-signed certificates after its chain
+ * (certs_leaf_chain_pem), so that a peer still on an older root than the one Consul's chain names can
+ * build the path. Returns the buffer to release with free_served (NULL: want is d->leaf as is).
+ */
+static char *
+served_leaf(struct daemon *d, struct leaf_cert *want)
+{
+	char *pem, err[256];
+	size_t len;
+
+	*want = d->leaf;
+	if (d->leaf.pem == NULL || d->roots.pem == NULL ||
+	    certs_leaf_chain_pem(&d->leaf, &d->roots, &pem, &len, err, sizeof(err)) == -1)
+		return NULL;
+	want->pem = pem;
+	want->pem_len = len;
+	return pem;
+}
+
+static void
+free_served(char *pem, size_t len)
+{
+	if (pem == NULL)
+		return;
+	OPENSSL_cleanse(pem, len);
+	free(pem);
+}
+
+/*
+ * Whether the running worker must be reloaded for the CA bundle on disk: true with why when
+ *   - a certificate of the bundle the worker loaded is not in the new roots (a removed root is a trust the
+ *     worker must drop now: a security event, never deferred), or
+ *   - the new active root does not chain to the loaded bundle (its cross-signed certificate, carried in
+ *     every new leaf's chain, is what lets peers' and our new leaves pass the old roots), or
+ *   - our new leaf as served (issued under the new roots) does not chain to the loaded bundle, as HAProxy
+ *     checks it.
+ * False (why: the reason no reload is needed) when the roots changed but none of these holds, and when
+ * the worker runs with the bundle on disk.
+ */
+static bool
+ca_reload_why(struct daemon *d, const struct leaf_cert *leaf, char *why, size_t whylen)
+{
+	char which[256], err[256];
+	int n;
+
+	snprintf(why, whylen, "the worker runs with the current bundle");
+	if (d->roots_rt_gen == d->roots_gen)
+		return false;
+	if (d->roots_rt.pem == NULL) {
+		snprintf(why, whylen, "the bundle the worker loaded is unknown");
+		return true;
+	}
+	if ((n = certs_roots_removed(&d->roots_rt, &d->roots, which, sizeof(which), err, sizeof(err))) != 0) {
+		if (n == -1)
+			snprintf(why, whylen, "cannot compare the bundles (%s)", err);
+		else
+			snprintf(why, whylen, "%d trusted certificate(s) removed, %s", n, which);
+		return true;
+	}
+	if (certs_active_trusted(&d->roots, &d->roots_rt, err, sizeof(err)) == -1) {
+		snprintf(why, whylen, "%s", err);
+		return true;
+	}
+	if (certs_leaf_verify(leaf, &d->roots, err, sizeof(err)) == 0 &&
+	    certs_leaf_verify_full(leaf, &d->roots_rt, err, sizeof(err)) == -1) {
+		snprintf(why, whylen, "the new leaf does not chain to the loaded bundle: %s", err);
+		return true;
+	}
+	snprintf(why, whylen, "every loaded root is kept, and the active root and the leaf chain to the loaded "
+	    "bundle (cross-signed)");
+	return false;
+}
+
+/* ca_reload_why for the leaf as served now. */
+static bool
+ca_reload_now(struct daemon *d, char *why, size_t whylen)
+{
+	struct leaf_cert want;
+	char *aug = served_leaf(d, &want);
+	bool rc = ca_reload_why(d, &want, why, whylen);
+
+	free_served(aug, want.pem_len);
+	return rc;
+}
+
+/*
  * Writes certificate files that differ from what is on disk, the CA bundle first. 0, or -1 (logged).
  *
  * A new leaf is not put in service before the worker trusts its CA (runtime.h, "Order"):
- *   - while the running worker has not loaded the newest CA bundle (a reload with it is due), the leaf
- *     file is left as it is: the reload starts the new worker with the new roots and the leaf in
- *     service, and the new leaf goes in through the runtime API after it;
- *   - a leaf whose CA is not in the bundle yet (it came before the roots: two watches) waits for the
- *     roots, at most LEAF_ROOTS_WAIT; then it goes in anyway (its cross-signed intermediate carries it,
- *     and a CA without roots in the bundle, an unknown intermediate, must not block rotations).
+ *   - while a reload for the newest CA bundle is due (ca_reload_why), the leaf file is left as it is:
+ *     the reload starts the new worker with the new roots and the leaf in service, and the new leaf goes
+ *     in through the runtime API after it;
+ *   - a leaf that chains to the bundle the worker loaded (a cross-signed new CA) goes in at once;
+ *   - another leaf whose CA is not in the bundle yet (it came before the roots: two watches) waits for
+ *     the roots, at most LEAF_ROOTS_WAIT; then it goes in anyway (a CA without roots in the bundle, an
+ *     unknown intermediate, must not block rotations).
  */
 static int
 write_certs(struct daemon *d)
 {
-	char err[512];
+	char err[512], why[512], *aug;
 	bool hold, changed;
 	ev_tstamp now = ev_now(d->loop);
+	struct leaf_cert want;
+	int rc = -1;
 
 	if (!d->roots_file.pem || !certs_roots_equal(&d->roots_file, &d->roots)) {
 		if (certs_write_pem(d->ca_path, d->roots.pem, d->roots.pem_len, 0644, err, sizeof(err)) == -1) {
@@ -1753,12 +1871,14 @@ write_certs(struct daemon *d)
 		d->roots_gen++;
 		log_debug("wrote %s (%u certificate(s))", d->ca_path, d->roots.ncerts);
 	}
-	changed = d->leaf_file.pem == NULL || !certs_leaf_equal(&d->leaf_file, &d->leaf);
+	aug = served_leaf(d, &want);
+	changed = d->leaf_file.pem == NULL || !certs_leaf_equal(&d->leaf_file, &want);
 	hold = d->hs != HS_NONE && !d->o.once && d->leaf_file.pem != NULL && changed;
-	if (hold && d->roots_rt_gen != d->roots_gen && !d->ca_reload_failed) {
+	if (hold && !d->ca_reload_failed && ca_reload_why(d, &want, why, sizeof(why))) {
 		log_debug("leaf certificate serial %s held back until haproxy runs with the new CA roots",
 		    d->leaf.serial);
 	} else if (hold && !leaf_issuer_known(&d->leaf, &d->roots) &&
+	    (d->roots_rt.pem == NULL || certs_leaf_verify_full(&want, &d->roots_rt, err, sizeof(err)) == -1) &&
 	    (d->leaf_wait_since == 0 || now - d->leaf_wait_since < LEAF_ROOTS_WAIT)) {
 		if (d->leaf_wait_since == 0) {
 			d->leaf_wait_since = now;
@@ -1768,23 +1888,27 @@ write_certs(struct daemon *d)
 		schedule_apply(d, d->leaf_wait_since + LEAF_ROOTS_WAIT - now);
 	} else if (changed) {
 		d->leaf_wait_since = 0;
-		if (certs_write_pem(d->leaf_path, d->leaf.pem, d->leaf.pem_len, 0600, err, sizeof(err)) == -1) {
+		if (certs_write_pem(d->leaf_path, want.pem, want.pem_len, 0600, err, sizeof(err)) == -1) {
 			log_errx("cannot write %s: %s", d->leaf_path, err);
-			return -1;
+			goto out;
 		}
 		leaf_cert_free(&d->leaf_file);
-		d->leaf_file.pem = malloc(d->leaf.pem_len + 1);
+		d->leaf_file.pem = malloc(want.pem_len + 1);
 		d->leaf_file.serial = xstrdup(d->leaf.serial);
 		if (d->leaf_file.pem == NULL)
 			fatal("malloc");
-		memcpy(d->leaf_file.pem, d->leaf.pem, d->leaf.pem_len + 1);
-		d->leaf_file.pem_len = d->leaf.pem_len;
+		memcpy(d->leaf_file.pem, want.pem, want.pem_len);
+		d->leaf_file.pem[want.pem_len] = '\0';
+		d->leaf_file.pem_len = want.pem_len;
 		d->leaf_gen++;
 		log_debug("wrote %s (serial %s)", d->leaf_path, d->leaf.serial);
 	}
 	if (certs_leaf_verify(&d->leaf, &d->roots, err, sizeof(err)) == -1)
 		log_warnx("leaf certificate serial %s: %s (the roots may not have arrived yet)", d->leaf.serial, err);
-	return 0;
+	rc = 0;
+out:
+	free_served(aug, want.pem_len);
+	return rc;
 }
 
 /* Seconds a reload should still wait for the first answer of an upstream added lately, or 0. */
@@ -1808,9 +1932,9 @@ new_upstream_wait(const struct daemon *d)
 static void
 apply(struct daemon *d)
 {
-	char err[4096];
+	char err[4096], why[512];
 	size_t i;
-	bool differs;
+	bool differs, ca_reload;
 	double wait;
 
 	if (d->stopping || !ready_for_first(d))
@@ -1856,6 +1980,7 @@ apply(struct daemon *d)
 		}
 		spoa_start(d);
 		d->cand_roots_gen = d->roots_gen;
+		roots_copy(&d->cand_roots, &d->roots_file);
 		if (start_haproxy(d, err, sizeof(err)) == -1) {
 			log_error_once(d, err);
 			ev_timer_stop(d->loop, &d->retry_timer);
@@ -1866,26 +1991,35 @@ apply(struct daemon *d)
 	}
 	/* running */
 	spoa_start(d);
+	ca_reload = ca_reload_now(d, why, sizeof(why));
+	if (!ca_reload && d->roots_rt_gen != d->roots_gen && d->ca_logged_gen != d->roots_gen) {
+		d->ca_logged_gen = d->roots_gen;
+		log_info("CA roots changed: no reload, %s written for the next reload; %s", d->ca_path, why);
+	}
 	/* Only the shape decides on a reload: instances moving between slots are runtime calls. */
 	differs = d->cand_shape_len != d->shape_len || memcmp(d->cand_shape, d->shape, d->shape_len) != 0 ||
 	    d->cand_spoe_len != d->spoe_len || memcmp(d->cand_spoe, d->spoe, d->spoe_len) != 0;
 	if (differs && d->failed_shape != NULL && d->failed_shape_len == d->cand_shape_len &&
-	    memcmp(d->failed_shape, d->cand_shape, d->cand_shape_len) == 0 && d->roots_rt_gen == d->roots_gen)
+	    memcmp(d->failed_shape, d->cand_shape, d->cand_shape_len) == 0 && !ca_reload)
 		differs = false;	/* the same config failed already: wait for a change (or the retry) */
-	if ((differs || d->roots_rt_gen != d->roots_gen) && (wait = new_upstream_wait(d)) > 0) {
+	if ((differs || ca_reload) && (wait = new_upstream_wait(d)) > 0) {
 		/* let the new worker start with the new upstream's instances (bounded wait) */
 		log_debug("reload waits up to %.1f s for the first answer of a new upstream", wait);
 		schedule_apply(d, wait);
 		goto runtime;
 	}
-	if (differs || d->roots_rt_gen != d->roots_gen) {
+	if (differs || ca_reload) {
 		if (write_candidate(d, err, sizeof(err)) == -1) {
 			log_errx("%s", err);
 			ev_timer_again(d->loop, &d->retry_timer);
 			goto runtime;
 		}
 		d->cand_roots_gen = d->roots_gen;
-		log_info("reloading haproxy: %s", differs ? "configuration changed" : "CA roots changed");
+		roots_copy(&d->cand_roots, &d->roots_file);
+		if (differs)
+			log_info("reloading haproxy: configuration changed");
+		else
+			log_info("reloading haproxy: CA roots changed (%s)", why);
 		if (begin_reload(d, err, sizeof(err)) == -1) {
 			reload_failed(d, err);
 			goto runtime;
@@ -2149,6 +2283,8 @@ daemon_free(struct daemon *d)
 	leaf_cert_free(&d->leaf_file);
 	ca_roots_free(&d->roots);
 	ca_roots_free(&d->roots_file);
+	ca_roots_free(&d->roots_rt);
+	ca_roots_free(&d->cand_roots);
 	if (d->have_tmpl)
 		render_templates_free(&d->tmpl);
 	abackends_free(d->ab, d->nab);

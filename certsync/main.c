@@ -38,6 +38,7 @@ struct options {
 	const char	*template_dir;
 	const char	*log_level;
 	const char	*stats_addr;
+	const char	*spoa_metrics_addr;
 	const char	*nbthread;
 	const char	*snapshot;
 	int		 once;
@@ -77,6 +78,8 @@ usage(FILE *f)
 "                           next to this executable's prefix, /usr/local/..., /usr/..., else the source\n"
 "                           tree's haproxy-templates/.\n"
 "  -stats-addr=<host:port>  Optional HAProxy stats/Prometheus listener (/metrics).\n"
+"  -spoa-metrics-addr=<host:port>\n"
+"                           Optional: connect-spoa serves its Prometheus metrics there (its -metrics-addr).\n"
 "  -nbthread=<n>            HAProxy threads, 1..64. Default: the number of CPUs, at most 4.\n"
 "  -log-level=<level>       trace, debug, info, warn, err. Default info. debug shows discovery,\n"
 "                           certificate and runtime API events.\n"
@@ -120,6 +123,7 @@ parse_flags(int argc, char **argv, struct options *o)
 		{ "template-dir", offsetof(struct options, template_dir) },
 		{ "log-level", offsetof(struct options, log_level) },
 		{ "stats-addr", offsetof(struct options, stats_addr) },
+		{ "spoa-metrics-addr", offsetof(struct options, spoa_metrics_addr) },
 		{ "nbthread", offsetof(struct options, nbthread) },
 		{ "snapshot", offsetof(struct options, snapshot) },
 	};
@@ -384,6 +388,7 @@ main(int argc, char **argv)
 	dopt.nbthread = (int)ncpu;
 	/* connect-spoa reads the same agent: same address, same token (in a file, not on its command line) */
 	dopt.spoa_http_addr = o.http_addr;
+	dopt.spoa_metrics_addr = o.spoa_metrics_addr;
 	if (o.token != NULL) {
 		snprintf(tokfile, sizeof(tokfile), "%s/spoa.token", real);
 		if (atomic_write_file(tokfile, o.token, strlen(o.token), 0600, err, sizeof(err)) == -1)
