@@ -5,7 +5,9 @@
  *   watches (lib/consul.h)        desired                          applied through
  *   proxy config (hash)     ->   struct proxy_cfg              ->  render + `haproxy -c` + seamless reload
  *   leaf (index)            ->   leaf PEM                      ->  file, then runtime `set/commit ssl cert`
- *   roots (index)           ->   CA bundle                     ->  file, then seamless reload (runtime.h)
+ *   roots (index)           ->   CA bundle                     ->  file; a new root that chains to the loaded
+ *                                                                   bundle: none (leaf via runtime API); a
+ *                                                                   removed root: seamless reload (runtime.c)
  *   per upstream (index or  ->   instance list                 ->  runtime `set server` on server slots;
  *     10 s poll)                                                    twice the slots + reload when full
  *

@@ -18,7 +18,12 @@
  *    send none), so a client with a leaf of the new CA was refused by the old ca-file (seen). Working around it needs a dummy default entry plus SNI on every client, and the upstream
  *    server lines cannot use a crt-list at all ("add server" with a new ca-file would need dynamic
  *    servers in place of the server-template slots). Rejected as not provably safe.
- * 3. Adopted: a CA change (rare: a Consul roots change) is a seamless master-worker reload. The daemon
+ * 3. Adopted: HAProxy's ca-file is never changed through the runtime API. A CA rotation needs no change
+ *    of it at once: Consul's new leaves carry the new root cross-signed by the old one, so the loaded
+ *    bundle still verifies them; certsync/daemon.c (ca_reload_why) keeps the running worker's bundle
+ *    and rotates the leaf through the runtime API when the new active root chains to it. Only when a
+ *    root the worker trusts is REMOVED (Consul pruned it: stop trusting it now), or the new CA does not
+ *    chain to the loaded bundle, is the CA change a seamless master-worker reload. The daemon
  *    writes the new CA bundle (all roots) first, then hap_reload (haproxy.c): `haproxy -c`, master
  *    "reload", the listening sockets are handed over to the new worker, the old worker finishes its
  *    connections (hard-stop-after bounds it). Leaf rotations stay on the runtime API (rt_cert_update,
