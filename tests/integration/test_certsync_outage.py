@@ -9,14 +9,17 @@ from certsync_support import Mesh, call, ddir, passing, ready_servers, register 
 def test_agent_outage(procs, sim, ddir):  # noqa: F811
     m = Mesh(procs, sim, ddir)
     m.wait_flowing()
-    sim.control("PUT", "/_sim/outage", {"Seconds": 4})
+    # As the issue asks: the agent unreachable for 30 seconds (connections refused, as a stopped agent).
+    sim.control("PUT", "/_sim/outage", {"Seconds": 30})
     assert not harness.port_open(sim.http_port)
-    # during the outage: existing state serves new connections (connect-spoa answers from its cache)
-    deadline = time.monotonic() + 2
-    while time.monotonic() < deadline:
-        assert call(m.local) == b"ping\n"
-        time.sleep(0.1)
-    harness.wait_until(lambda: harness.port_open(sim.http_port), 20, what="agent back")
+    # During the whole outage new connections keep flowing on the last good state (connect-spoa answers
+    # from its cache, HAProxy keeps its certificates and servers): every call must succeed.
+    calls = 0
+    while not harness.port_open(sim.http_port):
+        assert call(m.local) == b"ping\n", "call %d during the outage failed" % calls
+        calls += 1
+        time.sleep(0.25)
+    assert calls >= 20, "the outage ended too early to prove anything (%d calls)" % calls
     # the watches resume: a new instance registered now shows up in web's slots
     register(sim, {"ID": "redis-late", "Name": "redis-late", "Kind": "connect-proxy", "Port": 7301,
                    "Address": "127.0.0.3", "Proxy": {"DestinationServiceName": "redis", "LocalServicePort": 1}})
