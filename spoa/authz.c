@@ -490,13 +490,17 @@ authorize_cb(void *arg, const struct consul_resp *r)
 	flight_free(f);
 }
 
+/*
+ * The flight asking (t, u) now. One asked before t's intentions last changed (an older generation) is
+ * not joined: its answer may predate the change; it still answers the waiters it has.
+ */
 static struct flight *
-flight_find(struct authz *a, uint64_t h, const char *t, size_t tlen, const char *u, size_t ulen)
+flight_find(struct authz *a, uint64_t h, const struct authz_target *t, const char *u, size_t ulen)
 {
 	struct flight *f;
 
 	for (f = a->flights[h & (AUTHZ_FLIGHT_BUCKETS - 1)]; f != NULL; f = f->hnext)
-		if (f->hash == h && f->tlen == tlen && f->ulen == ulen && memcmp(f->target, t, tlen) == 0 &&
+		if (f->hash == h && f->t == t && f->gen == t->gen && f->ulen == ulen &&
 		    memcmp(f->uri, u, ulen) == 0)
 			return f;
 	return NULL;
@@ -711,7 +715,7 @@ authz_check(void *ctx, const struct authz_query *q, authz_done_cb *done, void *a
 		return NULL;
 	}
 	h = fnv(t->name, t->len, w.uri, w.ulen);
-	f = flight_find(a, h, t->name, t->len, w.uri, w.ulen);
+	f = flight_find(a, h, t, w.uri, w.ulen);
 	if (f == NULL) {
 		f = flight_start(a, t, h, &w);
 		if (f == NULL) {

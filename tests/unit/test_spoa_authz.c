@@ -723,6 +723,51 @@ test_invalidation(void **state)
 	harness_free(&h);
 }
 
+/*
+ * A question asked after the intentions changed (here: SIGHUP's flush, which drops the cache as a
+ * change does) must not take the answer of an agent call sent before the change. The first call is
+ * slow and answers allow with a fixed body, as an agent that had not seen the change would; the
+ * second question must reach the agent itself and get the current decision (deny).
+ */
+static void
+test_no_join_across_invalidation(void **state)
+{
+	struct harness h;
+	struct result before, after;
+	struct authz_query q;
+	char uri[256], *deny;
+
+	harness_init(&h, 5, 60, 300);
+	control("PUT", "/_sim/fault", "{\"Path\":\"/v1/agent/connect/authorize\",\"LatencyMs\":1000,"
+	    "\"Status\":200,\"Body\":\"{\\\"Authorized\\\":true,\\\"Reason\\\":\\\"old intentions\\\"}\","
+	    "\"Count\":1}");
+	uri_of("web", uri, sizeof(uri));
+	memset(&q, 0, sizeof(q));
+	q.uri = uri;
+	q.uri_len = strlen(uri);
+	memset(&before, 0, sizeof(before));
+	memset(&after, 0, sizeof(after));
+	assert_non_null(authz_check(h.authz, &q, done_cb, &before));
+	/* Let the slow call reach the agent (it is then committed to the old answer). */
+	while (agent_requests("/v1/agent/connect/authorize") == 0)
+		run_for(0.02);
+	deny = intention("web", "db", "deny");
+	authz_flush(h.authz);
+	assert_non_null(authz_check(h.authz, &q, done_cb, &after));
+	assert_true(run_until(&after.done, 1, 10));
+	assert_true(run_until(&before.done, 1, 10));
+	assert_true(before.allow);	/* asked before the change: the old answer is its answer */
+	if (after.allow)
+		fail_msg("a question asked after the flush got the answer of an older call: \"%s\"", after.reason);
+	assert_non_null(strstr(after.reason, "DENY"));
+	assert_int_equal(agent_requests("/v1/agent/connect/authorize"), 2);
+	/* And the old answer was not cached either (the watch may drop the new one: ask either way). */
+	(void)ask(&h, "web", NULL, &after);
+	assert_false(after.allow);
+	harness_free(&h);
+	intention_delete(deny);
+}
+
 static void
 test_stale_if_error(void **state)
 {
@@ -844,6 +889,7 @@ main(void)
 		cmocka_unit_test_setup(test_deadline, reset),
 		cmocka_unit_test_setup(test_reentrant_callbacks, reset),
 		cmocka_unit_test_setup(test_invalidation, reset),
+		cmocka_unit_test_setup(test_no_join_across_invalidation, reset),
 		cmocka_unit_test_setup(test_stale_if_error, reset),
 		cmocka_unit_test_setup(test_agent_500, reset),
 		cmocka_unit_test_setup(test_odd_json, reset),
