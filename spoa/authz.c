@@ -670,6 +670,12 @@ authz_check(void *ctx, const struct authz_query *q, authz_done_cb *done, void *a
 		return NULL;
 	}
 	if (q->der != NULL && q->der_len > 0) {
+		/* Refused before the memo, which keeps a copy of what it saw: a peer's blobs of up to a
+		 * frame (1 MiB) each would otherwise stay allocated, one per memo slot. */
+		if (q->der_len > SPIFFE_DER_MAX) {
+			snprintf(err, sizeof(err), "bad certificate: too large");
+			goto bad_identity;
+		}
 		if ((m = identity_from_der(a, q->der, q->der_len)) == NULL) {
 			snprintf(err, sizeof(err), "out of memory");
 			goto bad_identity;

@@ -24,6 +24,7 @@
 #include <curl/curl.h>
 #include <ev.h>
 #include <jansson.h>
+#include <malloc.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
@@ -864,6 +865,47 @@ test_odd_json(void **state)
 	harness_free(&h);
 }
 
+/*
+ * What a peer sends as "cert" is remembered (parsed-identity memo) only when it can be a certificate:
+ * 32 distinct 1 MiB blobs must not stay allocated (they did: up to 1 GiB over the memo's slots).
+ * glibc's counters see it; under ASan (its own allocator) they stay near zero and the test is moot.
+ */
+static void
+test_oversized_der_not_retained(void **state)
+{
+	struct harness h;
+	struct result r;
+	struct authz_query q;
+	struct mallinfo2 m0, m1;
+	const size_t big = 1024 * 1024;
+	uint8_t *der = malloc(big);
+	int i;
+
+	assert_non_null(der);
+	memset(der, 0x30, big);
+	harness_init(&h, 5, 60, 300);
+	m0 = mallinfo2();
+	for (i = 0; i < 32; i++) {
+		memcpy(der + 8, &i, sizeof(i));	/* distinct bytes, distinct memo slots */
+		memset(&q, 0, sizeof(q));
+		q.der = der;
+		q.der_len = big;
+		memset(&r, 0, sizeof(r));
+		assert_null(authz_check(h.authz, &q, done_cb, &r));
+		assert_int_equal(r.done, 1);
+		assert_false(r.allow);
+		assert_non_null(strstr(r.reason, "bad certificate"));
+	}
+	m1 = mallinfo2();
+	/* uordblks: the heap in use; hblkhd: big blocks glibc maps on their own. */
+	if (m1.uordblks + m1.hblkhd > m0.uordblks + m0.hblkhd + 4 * big)
+		fail_msg("%zu bytes still allocated after 32 refused 1 MiB certificates",
+		    (size_t)(m1.uordblks + m1.hblkhd - m0.uordblks - m0.hblkhd));
+	assert_int_equal(agent_requests("/v1/agent/connect/authorize"), 0);
+	harness_free(&h);
+	free(der);
+}
+
 static void
 test_bad_target(void **state)
 {
@@ -894,6 +936,7 @@ main(void)
 		cmocka_unit_test_setup(test_agent_500, reset),
 		cmocka_unit_test_setup(test_odd_json, reset),
 		cmocka_unit_test_setup(test_bad_target, reset),
+		cmocka_unit_test_setup(test_oversized_der_not_retained, reset),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
