@@ -32,6 +32,7 @@
 #define AUTHZ_MAX_WATCHED	1024	/* targets with an intentions watch; more fall back to the TTL */
 #define AUTHZ_MAX_TARGETS	4096	/* distinct targets at all; more are denied */
 #define AUTHZ_FLIGHT_BUCKETS	1024
+#define AUTHZ_MAX_FLIGHTS	4096	/* agent calls in flight at once (authz_opts.max_flights) */
 #define AUTHZ_AGENT_TIMEOUT	10.0	/* an agent call outlives its deadline to fill the cache */
 #define AUTHZ_REASON_MAX	256
 #define IDMEMO_SLOTS		1024	/* parsed certificates remembered, direct-mapped */
@@ -121,6 +122,8 @@ struct authz {
 	struct flight		*flights[AUTHZ_FLIGHT_BUCKETS];
 	int			 warned_watch_403;
 	int			 warned_authorize_403;
+	int			 warned_flights;
+	size_t			 nflights;	/* agent calls in flight, waiters or not */
 	struct idmemo		*idmemo[IDMEMO_SLOTS];
 };
 
@@ -321,6 +324,7 @@ flight_free(struct flight *f)
 	ev_timer_stop(f->a->loop, &f->timer);
 	if (f->req != NULL)
 		consul_cancel(f->req);
+	f->a->nflights--;
 	for (p = f->waiters; p != NULL; p = next) {
 		next = p->next;
 		free(p);
@@ -542,6 +546,7 @@ flight_start(struct authz *a, struct authz_target *t, uint64_t h, const struct w
 		return NULL;
 	}
 	spoa_metrics.agent_requests++;
+	a->nflights++;
 	ev_timer_init(&f->timer, flight_timer_cb, a->opts.deadline, 0);
 	f->timer.data = f;
 	ev_timer_start(a->loop, &f->timer);
@@ -723,7 +728,19 @@ authz_check(void *ctx, const struct authz_query *q, authz_done_cb *done, void *a
 	h = fnv(t->name, t->len, w.uri, w.ulen);
 	f = flight_find(a, h, t, w.uri, w.ulen);
 	if (f == NULL) {
-		f = flight_start(a, t, h, &w);
+		const char *why = "agent unreachable: request setup failed";
+
+		/* Calls outlive their waiters (a late answer fills the cache): without a cap a peer asking
+		 * ever new questions and hanging up piles them up, with a socket each. */
+		if (a->nflights >= a->opts.max_flights) {
+			why = "too many agent calls in flight";
+			if (!a->warned_flights) {
+				a->warned_flights = 1;
+				log_warnx("authz: %zu agent calls in flight: further questions are answered as if "
+				    "the agent failed until some return", a->nflights);
+			}
+		} else
+			f = flight_start(a, t, h, &w);
 		if (f == NULL) {
 			/* Could not even ask: treat like an unreachable agent for this one question. */
 			free(p);
@@ -737,8 +754,8 @@ authz_check(void *ctx, const struct authz_query *q, authz_done_cb *done, void *a
 				log_decision(w.uri, t->name, allow, reason, "stale (request failed)");
 				answer(done, arg, allow, false, svc, reason);
 			} else {
-				log_decision(w.uri, t->name, false, "agent request failed", "refused");
-				answer(done, arg, false, true, svc, "agent unreachable: request setup failed");
+				log_decision(w.uri, t->name, false, why, "refused");
+				answer(done, arg, false, true, svc, why);
 			}
 			return NULL;
 		}
@@ -823,6 +840,8 @@ authz_new(struct ev_loop *loop, struct consul_client *consul, const struct authz
 		a->opts.stale_if_error = 300;
 	if (a->opts.max_entries == 0)
 		a->opts.max_entries = 65536;
+	if (a->opts.max_flights == 0)
+		a->opts.max_flights = AUTHZ_MAX_FLIGHTS;
 	if (opts != NULL && opts->default_target != NULL && opts->default_target[0] != '\0') {
 		if (!target_ok(opts->default_target, strlen(opts->default_target))) {
 			snprintf(err, errlen, "bad target service name \"%s\"", opts->default_target);

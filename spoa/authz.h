@@ -53,6 +53,8 @@ struct authz_opts {
 	double		 ttl;			/* cache TTL when the intentions watch is unavailable, default 60 */
 	double		 stale_if_error;	/* seconds a cached decision still answers while the agent fails, default 300 */
 	size_t		 max_entries;		/* cache bound, default 65536 */
+	size_t		 max_flights;		/* agent calls in flight at once, default 4096; a question
+						 * beyond is answered as if the agent failed (stale or deny) */
 };
 
 struct authz *authz_new(struct ev_loop *loop, struct consul_client *consul,

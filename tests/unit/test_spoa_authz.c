@@ -906,6 +906,79 @@ test_oversized_der_not_retained(void **state)
 	free(der);
 }
 
+/*
+ * Agent calls outlive their waiters (a late answer fills the cache), so a peer asking for ever new
+ * (target, URI) pairs and hanging up could pile up calls (and sockets) without bound. Beyond the cap a
+ * question is answered as if the agent failed (stale-if-error, else deny); cached callers are unaffected.
+ */
+static void
+test_flight_cap(void **state)
+{
+	struct harness h;
+	struct authz_opts o;
+	struct authz_query q;
+	struct authz_pending *p[3];
+	struct result r[3], known;
+	char uri[3][256], err[256], addr[64];
+	int i;
+
+	/* One answer for the known caller first, then a slow agent. */
+	memset(&h, 0, sizeof(h));
+	assert_int_equal(consul_cfg_from_env(&h.cfg, err, sizeof(err)), 0);
+	snprintf(addr, sizeof(addr), "127.0.0.1:%d", http_port);
+	assert_int_equal(consul_cfg_set_addr(&h.cfg, addr, err, sizeof(err)), 0);
+	h.consul = consul_client_new(loop, &h.cfg, err, sizeof(err));
+	assert_non_null(h.consul);
+	memset(&o, 0, sizeof(o));
+	o.default_target = "db";
+	o.deadline = 5;
+	o.ttl = 60;
+	o.stale_if_error = 300;
+	o.max_entries = 1000;
+	o.max_flights = 2;
+	h.authz = authz_new(loop, h.consul, &o, err, sizeof(err));
+	assert_non_null(h.authz);
+	wait_watch("db");
+	assert_false(ask(&h, "api", NULL, &known));
+	assert_true(known.allow);
+	control("PUT", "/_sim/fault", "{\"Path\":\"/v1/agent/connect/authorize\",\"LatencyMs\":1500}");
+	for (i = 0; i < 3; i++) {
+		char svc[32];
+
+		snprintf(svc, sizeof(svc), "caller%d", i);
+		uri_of(svc, uri[i], sizeof(uri[i]));
+		memset(&q, 0, sizeof(q));
+		q.uri = uri[i];
+		q.uri_len = strlen(uri[i]);
+		memset(&r[i], 0, sizeof(r[i]));
+		p[i] = authz_check(h.authz, &q, done_cb, &r[i]);
+	}
+	assert_non_null(p[0]);
+	assert_non_null(p[1]);
+	/* The third distinct question finds two calls in flight: denied at once, naming the cause. */
+	assert_null(p[2]);
+	assert_int_equal(r[2].done, 1);
+	assert_false(r[2].allow);
+	assert_non_null(strstr(r[2].reason, "too many agent calls in flight"));
+	/* Waiters hanging up do not free a slot: the calls go on to fill the cache. */
+	authz_cancel(h.authz, p[0]);
+	authz_cancel(h.authz, p[1]);
+	assert_true(ask(&h, "api", NULL, &known));
+	assert_true(known.allow);	/* a cached caller is still answered */
+	/* Once the calls have returned, questions reach the agent again. */
+	control("DELETE", "/_sim/fault", NULL);
+	{
+		double end = now() + 10;
+
+		while (agent_requests("/v1/agent/connect/authorize") < 3 && now() < end)
+			run_for(0.05);
+		run_for(2);
+	}
+	assert_false(ask(&h, "caller2", NULL, &r[2]));
+	assert_true(r[2].allow);
+	harness_free(&h);
+}
+
 static void
 test_bad_target(void **state)
 {
@@ -936,6 +1009,7 @@ main(void)
 		cmocka_unit_test_setup(test_agent_500, reset),
 		cmocka_unit_test_setup(test_odd_json, reset),
 		cmocka_unit_test_setup(test_bad_target, reset),
+		cmocka_unit_test_setup(test_flight_cap, reset),
 		cmocka_unit_test_setup(test_oversized_der_not_retained, reset),
 	};
 
