@@ -2,7 +2,6 @@
  * certs.c - see certs.h.
  */
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,19 +16,8 @@
 #include <openssl/x509v3.h>
 
 #include "atomicfile.h"
+#include "errbuf.h"
 #include "certs.h"
-
-static void
-seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err == NULL || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
 
 /* OpenSSL's first queued error as text (and the queue cleared), for err messages. */
 static const char *
@@ -69,11 +57,11 @@ parse(const char *json, size_t len, char *err, size_t errlen)
 
 	root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &jerr);
 	if (root == NULL) {
-		seterr(err, errlen, "invalid JSON at line %d column %d: %s", jerr.line, jerr.column, jerr.text);
+		errbuf_set(err, errlen, "invalid JSON at line %d column %d: %s", jerr.line, jerr.column, jerr.text);
 		return NULL;
 	}
 	if (!json_is_object(root)) {
-		seterr(err, errlen, "expected a JSON object");
+		errbuf_set(err, errlen, "expected a JSON object");
 		json_decref(root);
 		return NULL;
 	}
@@ -94,11 +82,11 @@ read_certs(const char *pem, size_t len, STACK_OF(X509) *sk, unsigned max, const 
 	char why[160];
 
 	if (len == 0 || len > INT32_MAX) {
-		seterr(err, errlen, "%s: empty", where);
+		errbuf_set(err, errlen, "%s: empty", where);
 		return -1;
 	}
 	if ((bio = BIO_new_mem_buf(pem, (int)len)) == NULL) {
-		seterr(err, errlen, "out of memory");
+		errbuf_set(err, errlen, "out of memory");
 		return -1;
 	}
 	ERR_clear_error();
@@ -106,7 +94,7 @@ read_certs(const char *pem, size_t len, STACK_OF(X509) *sk, unsigned max, const 
 		if (n >= max || sk_X509_push(sk, x) == 0) {
 			X509_free(x);
 			BIO_free(bio);
-			seterr(err, errlen, "%s: more than %u certificates", where, max);
+			errbuf_set(err, errlen, "%s: more than %u certificates", where, max);
 			return -1;
 		}
 		n++;
@@ -114,7 +102,8 @@ read_certs(const char *pem, size_t len, STACK_OF(X509) *sk, unsigned max, const 
 	/* The loop ends with PEM_R_NO_START_LINE at a clean end of input; anything else is a bad block. */
 	if (ERR_GET_REASON(ERR_peek_last_error()) != PEM_R_NO_START_LINE || n == 0) {
 		BIO_free(bio);
-		seterr(err, errlen, "%s: %s", where, n == 0 ? "no certificate in PEM" : ssl_reason(why, sizeof(why)));
+		errbuf_set(err, errlen, "%s: %s", where,
+		    n == 0 ? "no certificate in PEM" : ssl_reason(why, sizeof(why)));
 		ERR_clear_error();
 		return -1;
 	}
@@ -195,7 +184,7 @@ certs_decode_leaf(const char *json, size_t len, struct leaf_cert *out, char *err
 	cert = json_object_get(root, "CertPEM");
 	key = json_object_get(root, "PrivateKeyPEM");
 	if (!json_is_string(cert) || !json_is_string(key)) {
-		seterr(err, errlen, "CertPEM and PrivateKeyPEM must be strings");
+		errbuf_set(err, errlen, "CertPEM and PrivateKeyPEM must be strings");
 		goto out;
 	}
 	out->serial = dup_opt(root, "SerialNumber", &bad);
@@ -203,24 +192,24 @@ certs_decode_leaf(const char *json, size_t len, struct leaf_cert *out, char *err
 	out->service_uri = dup_opt(root, "ServiceURI", &bad);
 	out->valid_before = dup_opt(root, "ValidBefore", &bad);
 	if (bad) {
-		seterr(err, errlen, "SerialNumber, Service, ServiceURI, ValidBefore must be strings");
+		errbuf_set(err, errlen, "SerialNumber, Service, ServiceURI, ValidBefore must be strings");
 		goto out;
 	}
 	if (out->serial == NULL || out->service == NULL || out->service_uri == NULL ||
 	    out->valid_before == NULL) {
-		seterr(err, errlen, "out of memory");
+		errbuf_set(err, errlen, "out of memory");
 		goto out;
 	}
 	mi = json_object_get(root, "ModifyIndex");
 	if (mi != NULL && !json_is_null(mi)) {
 		if (!json_is_integer(mi) || json_integer_value(mi) < 0) {
-			seterr(err, errlen, "ModifyIndex: expected a non-negative number");
+			errbuf_set(err, errlen, "ModifyIndex: expected a non-negative number");
 			goto out;
 		}
 		out->modify_index = (uint64_t)json_integer_value(mi);
 	}
 	if ((sk = sk_X509_new_null()) == NULL) {
-		seterr(err, errlen, "out of memory");
+		errbuf_set(err, errlen, "out of memory");
 		goto out;
 	}
 	s = json_string_value(cert);
@@ -229,24 +218,24 @@ certs_decode_leaf(const char *json, size_t len, struct leaf_cert *out, char *err
 	s = json_string_value(key);
 	if (json_string_length(key) == 0 || json_string_length(key) > INT32_MAX ||
 	    (bio = BIO_new_mem_buf(s, (int)json_string_length(key))) == NULL) {
-		seterr(err, errlen, "PrivateKeyPEM: empty");
+		errbuf_set(err, errlen, "PrivateKeyPEM: empty");
 		goto out;
 	}
 	ERR_clear_error();
 	if ((pkey = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL)) == NULL) {
-		seterr(err, errlen, "PrivateKeyPEM: %s", ssl_reason(why, sizeof(why)));
+		errbuf_set(err, errlen, "PrivateKeyPEM: %s", ssl_reason(why, sizeof(why)));
 		goto out;
 	}
 	if (X509_check_private_key(sk_X509_value(sk, 0), pkey) != 1) {
 		ERR_clear_error();
-		seterr(err, errlen, "PrivateKeyPEM does not match the certificate in CertPEM");
+		errbuf_set(err, errlen, "PrivateKeyPEM does not match the certificate in CertPEM");
 		goto out;
 	}
 	/* Re-encode: the chain in its order, then the key; no blank lines, every line ends with \n. */
 	if ((outb = BIO_new(BIO_s_mem())) == NULL || write_certs(outb, sk) == -1 ||
 	    PEM_write_bio_PrivateKey(outb, pkey, NULL, NULL, 0, NULL, NULL) != 1 ||
 	    bio_take(outb, &out->pem, &out->pem_len) == -1) {
-		seterr(err, errlen, "encoding the PEM: %s", ssl_reason(why, sizeof(why)));
+		errbuf_set(err, errlen, "encoding the PEM: %s", ssl_reason(why, sizeof(why)));
 		goto out;
 	}
 	out->ncerts = (unsigned)sk_X509_num(sk);
@@ -279,7 +268,7 @@ add_unique(STACK_OF(X509) *sk, const char *pem, size_t len, const char *where, c
 	int i, j, dup;
 
 	if ((tmp = sk_X509_new_null()) == NULL) {
-		seterr(err, errlen, "out of memory");
+		errbuf_set(err, errlen, "out of memory");
 		return -1;
 	}
 	if (read_certs(pem, len, tmp, CERTS_MAX_CHAIN, where, err, errlen) == -1) {
@@ -313,39 +302,39 @@ certs_decode_roots(const char *json, size_t len, struct ca_roots *out, char *err
 	out->active_root_id = dup_opt(root, "ActiveRootID", &bad);
 	out->trust_domain = dup_opt(root, "TrustDomain", &bad);
 	if (bad) {
-		seterr(err, errlen, "ActiveRootID and TrustDomain must be strings");
+		errbuf_set(err, errlen, "ActiveRootID and TrustDomain must be strings");
 		goto out;
 	}
 	if (out->active_root_id == NULL || out->trust_domain == NULL) {
-		seterr(err, errlen, "out of memory");
+		errbuf_set(err, errlen, "out of memory");
 		goto out;
 	}
 	roots = json_object_get(root, "Roots");
 	if (!json_is_array(roots)) {
-		seterr(err, errlen, "Roots: expected an array");
+		errbuf_set(err, errlen, "Roots: expected an array");
 		goto out;
 	}
 	if (json_array_size(roots) == 0) {
 		/* An empty bundle would make HAProxy refuse every peer: keep what we have instead. */
-		seterr(err, errlen, "Roots: empty (the CA is not bootstrapped?)");
+		errbuf_set(err, errlen, "Roots: empty (the CA is not bootstrapped?)");
 		goto out;
 	}
 	if (json_array_size(roots) > CERTS_MAX_ROOTS) {
-		seterr(err, errlen, "Roots: more than %d roots", CERTS_MAX_ROOTS);
+		errbuf_set(err, errlen, "Roots: more than %d roots", CERTS_MAX_ROOTS);
 		goto out;
 	}
 	if ((sk = sk_X509_new_null()) == NULL || (act = sk_X509_new_null()) == NULL) {
-		seterr(err, errlen, "out of memory");
+		errbuf_set(err, errlen, "out of memory");
 		goto out;
 	}
 	json_array_foreach(roots, i, r) {
 		if (!json_is_object(r)) {
-			seterr(err, errlen, "Roots[%zu]: expected an object", i);
+			errbuf_set(err, errlen, "Roots[%zu]: expected an object", i);
 			goto out;
 		}
 		rc_ = json_object_get(r, "RootCert");
 		if (!json_is_string(rc_)) {
-			seterr(err, errlen, "Roots[%zu].RootCert: expected a string", i);
+			errbuf_set(err, errlen, "Roots[%zu].RootCert: expected a string", i);
 			goto out;
 		}
 		snprintf(where, sizeof(where), "Roots[%zu].RootCert", i);
@@ -361,13 +350,13 @@ certs_decode_roots(const char *json, size_t len, struct ca_roots *out, char *err
 		if (ic == NULL || json_is_null(ic))
 			continue;
 		if (!json_is_array(ic)) {
-			seterr(err, errlen, "Roots[%zu].IntermediateCerts: expected an array", i);
+			errbuf_set(err, errlen, "Roots[%zu].IntermediateCerts: expected an array", i);
 			goto out;
 		}
 		json_array_foreach(ic, j, c) {
 			snprintf(where, sizeof(where), "Roots[%zu].IntermediateCerts[%zu]", i, j);
 			if (!json_is_string(c)) {
-				seterr(err, errlen, "%s: expected a string", where);
+				errbuf_set(err, errlen, "%s: expected a string", where);
 				goto out;
 			}
 			if (add_unique(sk, json_string_value(c), json_string_length(c), where, err, errlen) == -1)
@@ -379,12 +368,12 @@ certs_decode_roots(const char *json, size_t len, struct ca_roots *out, char *err
 	}
 	if ((outb = BIO_new(BIO_s_mem())) == NULL || write_certs(outb, sk) == -1 ||
 	    bio_take(outb, &out->pem, &out->pem_len) == -1) {
-		seterr(err, errlen, "encoding the PEM: %s", ssl_reason(why, sizeof(why)));
+		errbuf_set(err, errlen, "encoding the PEM: %s", ssl_reason(why, sizeof(why)));
 		goto out;
 	}
 	if (sk_X509_num(act) > 0 && ((actb = BIO_new(BIO_s_mem())) == NULL || write_certs(actb, act) == -1 ||
 	    bio_take(actb, &out->active_pem, &out->active_pem_len) == -1)) {
-		seterr(err, errlen, "encoding the PEM: %s", ssl_reason(why, sizeof(why)));
+		errbuf_set(err, errlen, "encoding the PEM: %s", ssl_reason(why, sizeof(why)));
 		goto out;
 	}
 	out->nroots = (unsigned)json_array_size(roots);
@@ -434,7 +423,7 @@ verify_chain(const char *chain_pem, size_t chain_len, const char *trust_pem, siz
 
 	if ((chain = sk_X509_new_null()) == NULL || (trust = sk_X509_new_null()) == NULL ||
 	    (store = X509_STORE_new()) == NULL || (ctx = X509_STORE_CTX_new()) == NULL) {
-		seterr(err, errlen, "out of memory");
+		errbuf_set(err, errlen, "out of memory");
 		goto out;
 	}
 	if (read_certs(chain_pem, chain_len, chain, CERTS_MAX_CHAIN, "leaf", err, errlen) == -1 ||
@@ -449,7 +438,7 @@ verify_chain(const char *chain_pem, size_t chain_len, const char *trust_pem, siz
 	x = sk_X509_shift(chain);
 	if (X509_STORE_CTX_init(ctx, store, x, chain) != 1) {
 		X509_free(x);
-		seterr(err, errlen, "out of memory");
+		errbuf_set(err, errlen, "out of memory");
 		goto out;
 	}
 	if (partial)
@@ -457,7 +446,7 @@ verify_chain(const char *chain_pem, size_t chain_len, const char *trust_pem, siz
 	if (X509_verify_cert(ctx) == 1)
 		rc = 0;
 	else
-		seterr(err, errlen, "%s", X509_verify_cert_error_string(X509_STORE_CTX_get_error(ctx)));
+		errbuf_set(err, errlen, "%s", X509_verify_cert_error_string(X509_STORE_CTX_get_error(ctx)));
 	X509_free(x);
 out:
 	X509_STORE_CTX_free(ctx);
@@ -474,13 +463,13 @@ certs_leaf_verify(const struct leaf_cert *leaf, const struct ca_roots *roots, ch
 	char why[160];
 
 	if (leaf->pem == NULL || roots->pem == NULL) {
-		seterr(err, errlen, "no leaf or no roots");
+		errbuf_set(err, errlen, "no leaf or no roots");
 		return -1;
 	}
 	/* Consul's intermediates are in the bundle as trust anchors too: accept a chain ending at one. */
 	if (verify_chain(leaf->pem, leaf->pem_len, roots->pem, roots->pem_len, true, why, sizeof(why)) == 0)
 		return 0;
-	seterr(err, errlen, "leaf does not verify against the CA roots: %s", why);
+	errbuf_set(err, errlen, "leaf does not verify against the CA roots: %s", why);
 	return -1;
 }
 
@@ -490,12 +479,12 @@ certs_leaf_verify_full(const struct leaf_cert *leaf, const struct ca_roots *root
 	char why[160];
 
 	if (leaf->pem == NULL || roots->pem == NULL) {
-		seterr(err, errlen, "no leaf or no roots");
+		errbuf_set(err, errlen, "no leaf or no roots");
 		return -1;
 	}
 	if (verify_chain(leaf->pem, leaf->pem_len, roots->pem, roots->pem_len, false, why, sizeof(why)) == 0)
 		return 0;
-	seterr(err, errlen, "leaf does not chain to a root of the bundle: %s", why);
+	errbuf_set(err, errlen, "leaf does not chain to a root of the bundle: %s", why);
 	return -1;
 }
 
@@ -519,11 +508,11 @@ certs_roots_removed(const struct ca_roots *loaded, const struct ca_roots *now, c
 	if (whichlen > 0)
 		which[0] = '\0';
 	if (loaded->pem == NULL || now->pem == NULL) {
-		seterr(err, errlen, "no roots");
+		errbuf_set(err, errlen, "no roots");
 		return -1;
 	}
 	if ((a = sk_X509_new_null()) == NULL || (b = sk_X509_new_null()) == NULL) {
-		seterr(err, errlen, "out of memory");
+		errbuf_set(err, errlen, "out of memory");
 		goto out;
 	}
 	if (read_certs(loaded->pem, loaded->pem_len, a, CERTS_MAX_ROOTS * CERTS_MAX_CHAIN, "loaded roots",
@@ -556,11 +545,11 @@ certs_active_trusted(const struct ca_roots *now, const struct ca_roots *loaded, 
 	int i, rc = -1;
 
 	if (now->active_pem == NULL || loaded->pem == NULL) {
-		seterr(err, errlen, "the active root is unknown");
+		errbuf_set(err, errlen, "the active root is unknown");
 		return -1;
 	}
 	if ((act = sk_X509_new_null()) == NULL || (l = sk_X509_new_null()) == NULL) {
-		seterr(err, errlen, "out of memory");
+		errbuf_set(err, errlen, "out of memory");
 		goto out;
 	}
 	if (read_certs(now->active_pem, now->active_pem_len, act, CERTS_MAX_ROOTS * CERTS_MAX_CHAIN, "active root",
@@ -582,7 +571,7 @@ certs_active_trusted(const struct ca_roots *now, const struct ca_roots *loaded, 
 		BIO_free(bio);
 		if ((bio = BIO_new(BIO_s_mem())) == NULL || PEM_write_bio_X509(bio, sk_X509_value(act, i)) != 1 ||
 		    write_certs(bio, act) == -1 || bio_take(bio, &pem, &len) == -1) {
-			seterr(err, errlen, "out of memory");
+			errbuf_set(err, errlen, "out of memory");
 			goto out;
 		}
 		if (verify_chain(pem, len, loaded->pem, loaded->pem_len, false, why, sizeof(why)) == 0) {
@@ -590,7 +579,7 @@ certs_active_trusted(const struct ca_roots *now, const struct ca_roots *loaded, 
 			goto out;
 		}
 	}
-	seterr(err, errlen, "the active root does not chain to a loaded root: %s", why);
+	errbuf_set(err, errlen, "the active root does not chain to a loaded root: %s", why);
 out:
 	free(pem);
 	BIO_free(bio);
@@ -615,7 +604,7 @@ certs_leaf_chain_pem(const struct leaf_cert *leaf, const struct ca_roots *roots,
 	*out = NULL;
 	*outlen = 0;
 	if (leaf->pem == NULL || roots->pem == NULL) {
-		seterr(err, errlen, "no leaf or no roots");
+		errbuf_set(err, errlen, "no leaf or no roots");
 		return -1;
 	}
 	/* The certificates end at the last END CERTIFICATE line; the key follows. */
@@ -623,7 +612,7 @@ certs_leaf_chain_pem(const struct leaf_cert *leaf, const struct ca_roots *roots,
 	    sizeof(end) - 1)) != NULL; q += sizeof(end) - 1)
 		p = q;
 	if (p == NULL) {
-		seterr(err, errlen, "leaf: no certificate");
+		errbuf_set(err, errlen, "leaf: no certificate");
 		return -1;
 	}
 	split = (size_t)(p - leaf->pem) + sizeof(end) - 1;
@@ -631,7 +620,7 @@ certs_leaf_chain_pem(const struct leaf_cert *leaf, const struct ca_roots *roots,
 		split++;
 	if ((chain = sk_X509_new_null()) == NULL || (bundle = sk_X509_new_null()) == NULL ||
 	    (bio = BIO_new(BIO_s_mem())) == NULL) {
-		seterr(err, errlen, "out of memory");
+		errbuf_set(err, errlen, "out of memory");
 		goto done;
 	}
 	if (read_certs(leaf->pem, split, chain, CERTS_MAX_CHAIN, "leaf", err, errlen) == -1 ||
@@ -661,7 +650,7 @@ certs_leaf_chain_pem(const struct leaf_cert *leaf, const struct ca_roots *roots,
 	rc = 0;
 	goto done;
 nomem:
-	seterr(err, errlen, "out of memory");
+	errbuf_set(err, errlen, "out of memory");
 done:
 	if (bio != NULL) {
 		char *m;

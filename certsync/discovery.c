@@ -11,20 +11,9 @@
 #include <jansson.h>
 
 #include "discovery.h"
+#include "errbuf.h"
 
 #define DISCOVERY_MAX_INSTANCES	65536
-
-static void
-seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err == NULL || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
 
 static void
 skip(struct instance_list *l, const char *fmt, ...)
@@ -66,7 +55,7 @@ opt_string(json_t *obj, const char *key, const char **out, const char *where, ch
 	if (v == NULL || json_is_null(v))
 		return 0;
 	if (!json_is_string(v)) {
-		seterr(err, errlen, "%s.%s: expected a string", where, key);
+		errbuf_set(err, errlen, "%s.%s: expected a string", where, key);
 		return -1;
 	}
 	*out = json_string_value(v);
@@ -114,13 +103,13 @@ decode_entry(json_t *e, size_t idx, struct instance_list *l, char *err, size_t e
 
 	snprintf(where, sizeof(where), "[%zu]", idx);
 	if (!json_is_object(e)) {
-		seterr(err, errlen, "%s: expected an object", where);
+		errbuf_set(err, errlen, "%s: expected an object", where);
 		return -1;
 	}
 	node = json_object_get(e, "Node");
 	svc = json_object_get(e, "Service");
 	if (!json_is_object(node) || !json_is_object(svc)) {
-		seterr(err, errlen, "%s: Node and Service must be objects", where);
+		errbuf_set(err, errlen, "%s: Node and Service must be objects", where);
 		return -1;
 	}
 	if (opt_string(svc, "Address", &saddr, where, err, errlen) == -1 ||
@@ -131,17 +120,17 @@ decode_entry(json_t *e, size_t idx, struct instance_list *l, char *err, size_t e
 		return -1;
 	port = json_object_get(svc, "Port");
 	if (!json_is_integer(port)) {
-		seterr(err, errlen, "%s.Service.Port: expected a number", where);
+		errbuf_set(err, errlen, "%s.Service.Port: expected a number", where);
 		return -1;
 	}
 	p = json_integer_value(port);
 	if (p < 0 || p > 65535) {
-		seterr(err, errlen, "%s.Service.Port: %lld is not a port", where, (long long)p);
+		errbuf_set(err, errlen, "%s.Service.Port: %lld is not a port", where, (long long)p);
 		return -1;
 	}
 	checks = json_object_get(e, "Checks");
 	if (checks != NULL && !json_is_null(checks) && !json_is_array(checks)) {
-		seterr(err, errlen, "%s.Checks: expected an array", where);
+		errbuf_set(err, errlen, "%s.Checks: expected an array", where);
 		return -1;
 	}
 	/* The agent filters by health already (?passing, prepared queries drop critical); a critical
@@ -173,7 +162,7 @@ decode_entry(json_t *e, size_t idx, struct instance_list *l, char *err, size_t e
 		return 0;
 	}
 	if (l->n >= DISCOVERY_MAX_INSTANCES) {
-		seterr(err, errlen, "more than %d instances", DISCOVERY_MAX_INSTANCES);
+		errbuf_set(err, errlen, "more than %d instances", DISCOVERY_MAX_INSTANCES);
 		return -1;
 	}
 	in = &l->v[l->n];
@@ -185,7 +174,7 @@ decode_entry(json_t *e, size_t idx, struct instance_list *l, char *err, size_t e
 	in->datacenter = strdup(dc != NULL ? dc : "");
 	l->n++;
 	if (in->addr == NULL || in->service_id == NULL || in->node == NULL || in->datacenter == NULL) {
-		seterr(err, errlen, "out of memory");
+		errbuf_set(err, errlen, "out of memory");
 		return -1;
 	}
 	return 0;
@@ -199,17 +188,17 @@ decode_entries(json_t *arr, struct instance_list *out, char *err, size_t errlen)
 	size_t i, w;
 
 	if (!json_is_array(arr)) {
-		seterr(err, errlen, "expected an array of service entries");
+		errbuf_set(err, errlen, "expected an array of service entries");
 		return -1;
 	}
 	if (json_array_size(arr) > DISCOVERY_MAX_INSTANCES) {
-		seterr(err, errlen, "more than %d instances", DISCOVERY_MAX_INSTANCES);
+		errbuf_set(err, errlen, "more than %d instances", DISCOVERY_MAX_INSTANCES);
 		return -1;
 	}
 	if (json_array_size(arr) > 0) {
 		out->v = calloc(json_array_size(arr), sizeof(*out->v));
 		if (out->v == NULL) {
-			seterr(err, errlen, "out of memory");
+			errbuf_set(err, errlen, "out of memory");
 			return -1;
 		}
 	}
@@ -242,7 +231,7 @@ parse(const char *json, size_t len, char *err, size_t errlen)
 
 	root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &jerr);
 	if (root == NULL)
-		seterr(err, errlen, "invalid JSON at line %d column %d: %s", jerr.line, jerr.column,
+		errbuf_set(err, errlen, "invalid JSON at line %d column %d: %s", jerr.line, jerr.column,
 		    jerr.text);
 	return root;
 }
@@ -274,7 +263,7 @@ discovery_decode_query(const char *json, size_t len, struct instance_list *out, 
 	if ((root = parse(json, len, err, errlen)) == NULL)
 		return -1;
 	if (!json_is_object(root)) {
-		seterr(err, errlen, "prepared query answer: expected an object");
+		errbuf_set(err, errlen, "prepared query answer: expected an object");
 		goto out;
 	}
 	if (opt_string(root, "Service", &svc, "query", err, errlen) == -1)
@@ -284,7 +273,7 @@ discovery_decode_query(const char *json, size_t len, struct instance_list *out, 
 		/* Consul answers "Nodes": null when nothing matched; treat as empty. */
 		rc = 0;
 	} else if (!json_is_array(nodes)) {
-		seterr(err, errlen, "Nodes: expected an array");
+		errbuf_set(err, errlen, "Nodes: expected an array");
 	} else if (decode_entries(nodes, out, err, errlen) == 0) {
 		rc = 0;
 	} else {
@@ -292,10 +281,10 @@ discovery_decode_query(const char *json, size_t len, struct instance_list *out, 
 		char tmp[256];
 
 		snprintf(tmp, sizeof(tmp), "Nodes%s", err != NULL ? err : "");
-		seterr(err, errlen, "%s", tmp);
+		errbuf_set(err, errlen, "%s", tmp);
 	}
 	if (rc == 0 && svc != NULL && (out->query_service = strdup(svc)) == NULL) {
-		seterr(err, errlen, "out of memory");
+		errbuf_set(err, errlen, "out of memory");
 		rc = -1;
 	}
 out:

@@ -9,31 +9,18 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "errbuf.h"
 #include "render.h"
 #include "template.h"
 
 #define SPOE_ENGINE	"connect-intentions"
 #define NAME_MAX_LEN	64
-
-static int rerr(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-
-static int
-rerr(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return -1;
-}
 
 /* ---- the one place with I/O ---- */
 
@@ -48,12 +35,12 @@ read_capped(const char *dir, const char *name, char **out, size_t *outlen, char 
 	*out = NULL;
 	*outlen = 0;
 	if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, name) >= sizeof(path))
-		return rerr(err, errlen, "%s/%s: path too long", dir, name);
+		return errbuf_set(err, errlen, "%s/%s: path too long", dir, name);
 	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
-		return rerr(err, errlen, "%s: %s", path, strerror(errno));
+		return errbuf_set(err, errlen, "%s: %s", path, strerror(errno));
 	if ((data = malloc(RENDER_TEMPLATE_MAX + 1)) == NULL) {
 		close(fd);
-		return rerr(err, errlen, "%s: out of memory", path);
+		return errbuf_set(err, errlen, "%s: out of memory", path);
 	}
 	/* Read one byte past the cap to tell "exactly at the cap" from "too big". */
 	while (len <= RENDER_TEMPLATE_MAX) {
@@ -61,7 +48,7 @@ read_capped(const char *dir, const char *name, char **out, size_t *outlen, char 
 		if (n == -1) {
 			if (errno == EINTR)
 				continue;
-			rerr(err, errlen, "%s: %s", path, strerror(errno));
+			errbuf_set(err, errlen, "%s: %s", path, strerror(errno));
 			goto fail;
 		}
 		if (n == 0)
@@ -69,7 +56,7 @@ read_capped(const char *dir, const char *name, char **out, size_t *outlen, char 
 		len += (size_t)n;
 	}
 	if (len > RENDER_TEMPLATE_MAX) {
-		rerr(err, errlen, "%s: larger than %d bytes", path, RENDER_TEMPLATE_MAX);
+		errbuf_set(err, errlen, "%s: larger than %d bytes", path, RENDER_TEMPLATE_MAX);
 		goto fail;
 	}
 	close(fd);
@@ -88,7 +75,7 @@ render_load_templates(const char *dir, struct render_templates *t, char *err, si
 {
 	memset(t, 0, sizeof(*t));
 	if (dir == NULL)
-		return rerr(err, errlen, "no template directory");
+		return errbuf_set(err, errlen, "no template directory");
 	if (read_capped(dir, "haproxy.cfg.tmpl", &t->haproxy_cfg, &t->haproxy_cfg_len, err, errlen) == -1)
 		return -1;
 	if (read_capped(dir, "spoe.conf.tmpl", &t->spoe_conf, &t->spoe_conf_len, err, errlen) == -1) {
@@ -133,13 +120,13 @@ check_name(const char *what, const char *s, size_t max, char *err, size_t errlen
 	size_t i;
 
 	if (s == NULL || s[0] == '\0')
-		return rerr(err, errlen, "%s: missing", what);
+		return errbuf_set(err, errlen, "%s: missing", what);
 	for (i = 0; s[i] != '\0'; i++)
 		if (!is_alnum(s[i]) && s[i] != '.' && s[i] != '_' && s[i] != '-')
-			return rerr(err, errlen, "%s: \"%.80s\" has a character other than letters, digits, '.', "
+			return errbuf_set(err, errlen, "%s: \"%.80s\" has a character other than letters, digits, '.', "
 			    "'_', '-'", what, s);
 	if (i > max)
-		return rerr(err, errlen, "%s: \"%.80s\" is longer than %zu characters", what, s, max);
+		return errbuf_set(err, errlen, "%s: \"%.80s\" is longer than %zu characters", what, s, max);
 	return 0;
 }
 
@@ -150,12 +137,12 @@ check_host(const char *what, const char *s, char *err, size_t errlen)
 	size_t i;
 
 	if (s == NULL || s[0] == '\0')
-		return rerr(err, errlen, "%s: missing", what);
+		return errbuf_set(err, errlen, "%s: missing", what);
 	for (i = 0; s[i] != '\0'; i++)
 		if (!is_alnum(s[i]) && s[i] != '.' && s[i] != '-' && s[i] != ':')
-			return rerr(err, errlen, "%s: \"%.80s\" is not an IP address or host name", what, s);
+			return errbuf_set(err, errlen, "%s: \"%.80s\" is not an IP address or host name", what, s);
 	if (i > 253)
-		return rerr(err, errlen, "%s: too long", what);
+		return errbuf_set(err, errlen, "%s: too long", what);
 	return 0;
 }
 
@@ -169,18 +156,18 @@ check_path(const char *what, const char *s, char *err, size_t errlen)
 	size_t i;
 
 	if (s == NULL || s[0] == '\0')
-		return rerr(err, errlen, "%s: missing", what);
+		return errbuf_set(err, errlen, "%s: missing", what);
 	if (s[0] != '/')
-		return rerr(err, errlen, "%s: \"%.200s\" is not an absolute path", what, s);
+		return errbuf_set(err, errlen, "%s: \"%.200s\" is not an absolute path", what, s);
 	for (i = 0; s[i] != '\0'; i++) {
 		unsigned char c = (unsigned char)s[i];
 
 		if (c <= 0x20 || c == 0x7f || c == '"' || c == '\'' || c == '#' || c == '\\' || c == '$')
-			return rerr(err, errlen, "%s: \"%.200s\" has a character HAProxy's configuration cannot "
+			return errbuf_set(err, errlen, "%s: \"%.200s\" has a character HAProxy's configuration cannot "
 			    "hold as is (blank, quote, '#', '\\', '$' or control)", what, s);
 	}
 	if (i > 1024)
-		return rerr(err, errlen, "%s: too long", what);
+		return errbuf_set(err, errlen, "%s: too long", what);
 	return 0;
 }
 
@@ -194,7 +181,7 @@ check_endpoint(const char *what, const char *s, char *err, size_t errlen)
 	long port = 0;
 
 	if (s == NULL || s[0] == '\0')
-		return rerr(err, errlen, "%s: missing", what);
+		return errbuf_set(err, errlen, "%s: missing", what);
 	if (s[0] == '[') {
 		const char *rb = strchr(s, ']');
 
@@ -228,7 +215,7 @@ check_endpoint(const char *what, const char *s, char *err, size_t errlen)
 		goto bad;
 	return 0;
 bad:
-	return rerr(err, errlen, "%s: \"%.80s\" is not host:port", what, s);
+	return errbuf_set(err, errlen, "%s: \"%.80s\" is not host:port", what, s);
 }
 
 /*
@@ -246,35 +233,36 @@ check_servers(const struct render_upstream *r, char *err, size_t errlen)
 	if (r->nservers == 0)
 		return 0;
 	if (r->servers == NULL)
-		return rerr(err, errlen, "upstream %s: %zu servers announced but none given", r->backend_name,
+		return errbuf_set(err, errlen, "upstream %s: %zu servers announced but none given", r->backend_name,
 		    r->nservers);
 	if (r->nservers > r->slots)
-		return rerr(err, errlen, "upstream %s: %zu servers for %u slots", r->backend_name, r->nservers,
+		return errbuf_set(err, errlen, "upstream %s: %zu servers for %u slots", r->backend_name, r->nservers,
 		    r->slots);
 	if ((used = calloc(r->slots, sizeof(*used))) == NULL)
-		return rerr(err, errlen, "out of memory");
+		return errbuf_set(err, errlen, "out of memory");
 	for (k = 0; k < r->nservers; k++) {
 		const struct render_server *sv = &r->servers[k];
 
 		if (sv->slot >= r->slots) {
-			rerr(err, errlen, "upstream %s: server slot %u is out of range (0..%u)", r->backend_name,
+			errbuf_set(err, errlen, "upstream %s: server slot %u is out of range (0..%u)", r->backend_name,
 			    sv->slot, r->slots - 1);
 			goto done;
 		}
 		if (used[sv->slot]) {
-			rerr(err, errlen, "upstream %s: server slot %u is filled twice", r->backend_name, sv->slot);
+			errbuf_set(err, errlen, "upstream %s: server slot %u is filled twice", r->backend_name,
+			    sv->slot);
 			goto done;
 		}
 		used[sv->slot] = true;
 		if (sv->addr == NULL || strlen(sv->addr) >= INET6_ADDRSTRLEN ||
 		    (inet_pton(AF_INET, sv->addr, a) != 1 && inet_pton(AF_INET6, sv->addr, a) != 1)) {
-			rerr(err, errlen, "upstream %s: server slot %u: \"%.80s\" is not a numeric IP address",
+			errbuf_set(err, errlen, "upstream %s: server slot %u: \"%.80s\" is not a numeric IP address",
 			    r->backend_name, sv->slot, sv->addr != NULL ? sv->addr : "(null)");
 			goto done;
 		}
 		if (sv->port < 1 || sv->port > 65535) {
-			rerr(err, errlen, "upstream %s: server slot %u: %d is not a port", r->backend_name, sv->slot,
-			    sv->port);
+			errbuf_set(err, errlen, "upstream %s: server slot %u: %d is not a port", r->backend_name,
+			    sv->slot, sv->port);
 			goto done;
 		}
 	}
@@ -298,7 +286,7 @@ static int
 check_port(const char *what, int port, char *err, size_t errlen)
 {
 	if (port < 1 || port > 65535)
-		return rerr(err, errlen, "%s: %d is not a port", what, port);
+		return errbuf_set(err, errlen, "%s: %d is not a port", what, port);
 	return 0;
 }
 
@@ -306,7 +294,7 @@ static int
 check_timeout(const char *what, int ms, char *err, size_t errlen)
 {
 	if (ms < 1 || ms > 86400000)
-		return rerr(err, errlen, "%s: %d ms is out of range (1..86400000)", what, ms);
+		return errbuf_set(err, errlen, "%s: %d ms is out of range (1..86400000)", what, ms);
 	return 0;
 }
 
@@ -348,7 +336,7 @@ validate(const struct render_input *in, char *err, size_t errlen)
 	size_t i, j;
 
 	if (c == NULL)
-		return rerr(err, errlen, "no proxy configuration");
+		return errbuf_set(err, errlen, "no proxy configuration");
 	if (check_path("data_dir", in->data_dir, err, errlen) == -1 ||
 	    check_path("leaf_pem", in->leaf_pem, err, errlen) == -1 ||
 	    check_path("ca_pem", in->ca_pem, err, errlen) == -1 ||
@@ -356,7 +344,7 @@ validate(const struct render_input *in, char *err, size_t errlen)
 	    check_path("runtime_sock", in->runtime_sock, err, errlen) == -1)
 		return -1;
 	if (in->spoa_addr == NULL)
-		return rerr(err, errlen, "spoa_addr: missing");
+		return errbuf_set(err, errlen, "spoa_addr: missing");
 	if (strncmp(in->spoa_addr, "unix@", 5) == 0) {
 		if (check_path("spoa_addr", in->spoa_addr + 5, err, errlen) == -1)
 			return -1;
@@ -365,7 +353,7 @@ validate(const struct render_input *in, char *err, size_t errlen)
 	if (in->stats_addr != NULL && check_endpoint("stats_addr", in->stats_addr, err, errlen) == -1)
 		return -1;
 	if (in->nbthread < 1 || in->nbthread > 64)
-		return rerr(err, errlen, "nbthread: %d is out of range (1..64)", in->nbthread);
+		return errbuf_set(err, errlen, "nbthread: %d is out of range (1..64)", in->nbthread);
 	if (check_name("service name", c->target_service_name, 256, err, errlen) == -1 ||
 	    check_host("bind address", c->bind_address, err, errlen) == -1 ||
 	    check_port("bind port", c->bind_port, err, errlen) == -1 ||
@@ -375,7 +363,7 @@ validate(const struct render_input *in, char *err, size_t errlen)
 	    check_timeout("handshake_timeout_ms", c->handshake_timeout_ms, err, errlen) == -1)
 		return -1;
 	if (c->nupstreams > 0 && (c->upstreams == NULL || in->upstreams == NULL))
-		return rerr(err, errlen, "upstreams: %zu configured but none given", c->nupstreams);
+		return errbuf_set(err, errlen, "upstreams: %zu configured but none given", c->nupstreams);
 	for (i = 0; i < c->nupstreams; i++) {
 		const struct upstream_cfg *u = &c->upstreams[i];
 		const struct render_upstream *r = &in->upstreams[i];
@@ -384,12 +372,12 @@ validate(const struct render_input *in, char *err, size_t errlen)
 		if (check_name(what, r->backend_name, NAME_MAX_LEN, err, errlen) == -1)
 			return -1;
 		if (is_reserved(r->backend_name))
-			return rerr(err, errlen, "%s: \"%s\" is reserved", what, r->backend_name);
+			return errbuf_set(err, errlen, "%s: \"%s\" is reserved", what, r->backend_name);
 		for (j = 0; j < i; j++)
 			if (strcmp(in->upstreams[j].backend_name, r->backend_name) == 0)
-				return rerr(err, errlen, "%s: \"%s\" is used twice", what, r->backend_name);
+				return errbuf_set(err, errlen, "%s: \"%s\" is used twice", what, r->backend_name);
 		if (r->slots < 1 || r->slots > RENDER_SLOTS_MAX)
-			return rerr(err, errlen, "upstream %s: %u slots is out of range (1..%d)", r->backend_name,
+			return errbuf_set(err, errlen, "upstream %s: %u slots is out of range (1..%d)", r->backend_name,
 			    r->slots, RENDER_SLOTS_MAX);
 		if (check_servers(r, err, errlen) == -1)
 			return -1;
@@ -532,13 +520,13 @@ render_files(const struct render_templates *t, const struct render_input *in, st
 
 	memset(out, 0, sizeof(*out));
 	if (t == NULL || t->haproxy_cfg == NULL || t->spoe_conf == NULL)
-		return rerr(err, errlen, "templates not loaded");
+		return errbuf_set(err, errlen, "templates not loaded");
 	if (in == NULL)
-		return rerr(err, errlen, "no render input");
+		return errbuf_set(err, errlen, "no render input");
 	if (validate(in, err, errlen) == -1)
 		return -1;
 	if ((vars = build_vars(in)) == NULL)
-		return rerr(err, errlen, "out of memory");
+		return errbuf_set(err, errlen, "out of memory");
 	if (template_render("haproxy.cfg.tmpl", t->haproxy_cfg, t->haproxy_cfg_len, vars, RENDER_OUTPUT_MAX,
 	    &out->haproxy_cfg, &out->haproxy_cfg_len, err, errlen) == -1)
 		goto done;

@@ -1,6 +1,7 @@
 # Shared by both daemons. Keep this list explicit.
 LIB_SRCS := \
 	lib/log.c \
+	lib/errbuf.c \
 	lib/buf.c \
 	lib/json.c \
 	lib/atomicfile.c \
