@@ -137,6 +137,18 @@ static void rt_send(struct rt_client *c, const char *cmd, const char *payload, s
 
 /* ---------------------------------------------------------------- pure helpers */
 
+/* The line that starts at *i in text[0..len): [*s, *e) without its newline; *i moves past the newline. */
+static void
+next_line(const char *text, size_t len, size_t *i, size_t *s, size_t *e)
+{
+	*s = *i;
+	while (*i < len && text[*i] != '\n')
+		(*i)++;
+	*e = *i;
+	if (*i < len)
+		(*i)++;
+}
+
 int
 rt_pem_strip_blank(const char *in, size_t len, char **out, size_t *outlen, char *err, size_t errlen)
 {
@@ -148,14 +160,10 @@ rt_pem_strip_blank(const char *in, size_t len, char **out, size_t *outlen, char 
 		return -1;
 	}
 	while (i < len) {
-		size_t s = i, e;
+		size_t s, e;
 		bool blank = true;
 
-		while (i < len && in[i] != '\n')
-			i++;
-		e = i;
-		if (i < len)
-			i++;	/* the newline */
+		next_line(in, len, &i, &s, &e);
 		while (e > s && in[e - 1] == '\r')
 			e--;
 		for (size_t k = s; k < e; k++)
@@ -237,13 +245,9 @@ find_line_value(const char *text, size_t len, const char *key, const char **val,
 	size_t klen = strlen(key), i = 0;
 
 	while (i < len) {
-		size_t s = i, e;
+		size_t s, e;
 
-		while (i < len && text[i] != '\n')
-			i++;
-		e = i;
-		if (i < len)
-			i++;
+		next_line(text, len, &i, &s, &e);
 		if (e - s >= klen && memcmp(text + s, key, klen) == 0) {
 			s += klen;
 			while (s < e && text[s] == ' ')
@@ -367,15 +371,11 @@ rt_parse_servers_state(const char *text, size_t len, const char *backend, struct
 	*srv = NULL;
 	*n = 0;
 	while (i < len) {
-		size_t s = i, e;
+		size_t s, e;
 		char *f[RT_MAX_FIELDS];
 		size_t nf;
 
-		while (i < len && text[i] != '\n')
-			i++;
-		e = i;
-		if (i < len)
-			i++;
+		next_line(text, len, &i, &s, &e);
 		lineno++;
 		if (e - s >= sizeof(line)) {
 			snprintf(err, errlen, "servers state: line %zu too long", lineno);
@@ -1097,6 +1097,19 @@ op_new(enum rt_kind kind, void *arg, char *err, size_t errlen)
 	return op;
 }
 
+/* Puts a copy of str in *dst (a field of op) and queues op; on out of memory frees op and fails. */
+static int
+op_queue_dup(struct rt_client *c, struct rt_op *op, char **dst, const char *str, char *err, size_t errlen)
+{
+	if ((*dst = strdup(str)) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		op_free(op);
+		return -1;
+	}
+	enqueue(c, op);
+	return 0;
+}
+
 int
 rt_command(struct rt_client *c, const char *cmd, const char *payload, size_t payload_len,
     rt_answer_cb *cb, void *arg, char *err, size_t errlen)
@@ -1146,13 +1159,7 @@ rt_cert_update(struct rt_client *c, const char *file, const char *pem, size_t pe
 		op_free(op);
 		return -1;
 	}
-	if ((op->file = strdup(file)) == NULL) {
-		snprintf(err, errlen, "out of memory");
-		op_free(op);
-		return -1;
-	}
-	enqueue(c, op);
-	return 0;
+	return op_queue_dup(c, op, &op->file, file, err, errlen);
 }
 
 int
@@ -1167,13 +1174,7 @@ rt_cert_serial(struct rt_client *c, const char *file, rt_serial_cb *cb, void *ar
 	if ((op = op_new(RT_SERIAL, arg, err, errlen)) == NULL)
 		return -1;
 	op->serial_cb = cb;
-	if ((op->file = strdup(file)) == NULL) {
-		snprintf(err, errlen, "out of memory");
-		op_free(op);
-		return -1;
-	}
-	enqueue(c, op);
-	return 0;
+	return op_queue_dup(c, op, &op->file, file, err, errlen);
 }
 
 int
@@ -1227,11 +1228,5 @@ rt_servers_read(struct rt_client *c, const char *backend, rt_servers_cb *cb, voi
 	if ((op = op_new(RT_SERVERS, arg, err, errlen)) == NULL)
 		return -1;
 	op->servers_cb = cb;
-	if ((op->backend = strdup(backend)) == NULL) {
-		snprintf(err, errlen, "out of memory");
-		op_free(op);
-		return -1;
-	}
-	enqueue(c, op);
-	return 0;
+	return op_queue_dup(c, op, &op->backend, backend, err, errlen);
 }
