@@ -1245,6 +1245,18 @@ commit_candidate(struct daemon *d)
 
 /* ---- children ---- */
 
+/* The warning for a supervised child (what: its name in the log) that ended and restarts after next_delay. */
+static void
+log_child_exit(const char *what, pid_t pid, int status, double next_delay)
+{
+	if (WIFSIGNALED(status))
+		log_warnx("%s (pid %d) killed by signal %d; restart in %.0f s", what, (int)pid, WTERMSIG(status),
+		    next_delay);
+	else
+		log_warnx("%s (pid %d) exited with status %d; restart in %.0f s", what, (int)pid,
+		    WEXITSTATUS(status), next_delay);
+}
+
 static void
 spoa_exit(void *arg, pid_t pid, int status, double next_delay)
 {
@@ -1252,12 +1264,7 @@ spoa_exit(void *arg, pid_t pid, int status, double next_delay)
 
 	if (d->stopping)
 		return;
-	if (WIFSIGNALED(status))
-		log_warnx("connect-spoa (pid %d) killed by signal %d; restart in %.0f s", (int)pid,
-		    WTERMSIG(status), next_delay);
-	else
-		log_warnx("connect-spoa (pid %d) exited with status %d; restart in %.0f s", (int)pid,
-		    WEXITSTATUS(status), next_delay);
+	log_child_exit("connect-spoa", pid, status, next_delay);
 }
 
 static void
@@ -1355,12 +1362,7 @@ hap_on_exit(void *arg, pid_t pid, int status, double next_delay)
 
 	if (d->stopping)
 		return;
-	if (WIFSIGNALED(status))
-		log_warnx("haproxy master (pid %d) killed by signal %d; restart in %.0f s", (int)pid,
-		    WTERMSIG(status), next_delay);
-	else
-		log_warnx("haproxy master (pid %d) exited with status %d; restart in %.0f s", (int)pid,
-		    WEXITSTATUS(status), next_delay);
+	log_child_exit("haproxy master", pid, status, next_delay);
 }
 
 static void
@@ -2164,6 +2166,27 @@ daemon_start(struct daemon *d, char *err, size_t errlen)
 }
 
 static void
+timers_stop(struct daemon *d)
+{
+	ev_timer_stop(d->loop, &d->apply_timer);
+	ev_timer_stop(d->loop, &d->retry_timer);
+	ev_timer_stop(d->loop, &d->resync_timer);
+}
+
+/* Stops the configuration, leaf and roots watches (not the upstreams'). */
+static void
+main_watches_stop(struct daemon *d)
+{
+	if (d->w_cfg != NULL)
+		consul_watch_stop(d->w_cfg);
+	if (d->w_leaf != NULL)
+		consul_watch_stop(d->w_leaf);
+	if (d->w_roots != NULL)
+		consul_watch_stop(d->w_roots);
+	d->w_cfg = d->w_leaf = d->w_roots = NULL;
+}
+
+static void
 child_stopped(void *arg)
 {
 	struct daemon *d = arg;
@@ -2181,20 +2204,12 @@ daemon_shutdown(struct daemon *d, int exit_code)
 		return;
 	d->stopping = true;
 	d->exit_code = exit_code;
-	ev_timer_stop(d->loop, &d->apply_timer);
-	ev_timer_stop(d->loop, &d->retry_timer);
-	ev_timer_stop(d->loop, &d->resync_timer);
+	timers_stop(d);
 	/* no more answers: stop watching (callbacks are not called after a stop) */
 	if (d->sidecar_req != NULL)
 		consul_cancel(d->sidecar_req);
 	d->sidecar_req = NULL;
-	if (d->w_cfg != NULL)
-		consul_watch_stop(d->w_cfg);
-	if (d->w_leaf != NULL)
-		consul_watch_stop(d->w_leaf);
-	if (d->w_roots != NULL)
-		consul_watch_stop(d->w_roots);
-	d->w_cfg = d->w_leaf = d->w_roots = NULL;
+	main_watches_stop(d);
 	for (i = 0; i < d->nups; i++) {
 		if (d->ups[i]->w != NULL)
 			consul_watch_stop(d->ups[i]->w);
@@ -2259,18 +2274,11 @@ daemon_free(struct daemon *d)
 
 	if (d == NULL)
 		return;
-	ev_timer_stop(d->loop, &d->apply_timer);
-	ev_timer_stop(d->loop, &d->retry_timer);
-	ev_timer_stop(d->loop, &d->resync_timer);
+	timers_stop(d);
 	for (i = 0; i < d->nups; i++)
 		up_free(d->ups[i]);
 	free(d->ups);
-	if (d->w_cfg != NULL)
-		consul_watch_stop(d->w_cfg);
-	if (d->w_leaf != NULL)
-		consul_watch_stop(d->w_leaf);
-	if (d->w_roots != NULL)
-		consul_watch_stop(d->w_roots);
+	main_watches_stop(d);
 	if (d->sidecar_req != NULL)
 		consul_cancel(d->sidecar_req);
 	consul_client_free(d->cc);
