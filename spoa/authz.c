@@ -3,7 +3,8 @@
  *
  * One question is (target, caller URI). The answer comes from, in order:
  *   1. the cache, when the entry is fresh: with a working intentions watch for the target an entry is
- *      fresh until the target's intentions change; without one (403, or the watch failing) for opts.ttl;
+ *      fresh until the target's intentions change (dropped then, and again AUTHZ_SETTLE later: the
+ *      agent's own cache may lag); without one (403, or the watch failing) for opts.ttl;
  *   2. an agent call shared by every identical question asked meanwhile (a "flight"), bounded by an
  *      ev_timer at opts.deadline; a late answer still fills the cache;
  *   3. when the agent fails (unreachable, 5xx, bad answer, deadline): the cached decision if it was
@@ -35,6 +36,12 @@
 #define AUTHZ_MAX_FLIGHTS	4096	/* agent calls in flight at once (authz_opts.max_flights) */
 #define AUTHZ_AGENT_TIMEOUT	10.0	/* an agent call outlives its deadline to fill the cache */
 #define AUTHZ_REASON_MAX	256
+/*
+ * The agent answers authorize from its own cache of intention matches, refreshed by a blocking query
+ * that our watch races: for a moment after a change it may still answer from the old intentions. What
+ * was cached in that moment is dropped once more this long after the change.
+ */
+#define AUTHZ_SETTLE		2.0
 #define IDMEMO_SLOTS		1024	/* parsed certificates remembered, direct-mapped */
 
 enum watch_state {
@@ -55,6 +62,7 @@ struct authz_target {
 	int			 have_index;
 	uint64_t		 index;
 	uint64_t		 gen;		/* bumped on each invalidation */
+	ev_timer		 settle;	/* the second invalidation after a change (AUTHZ_SETTLE) */
 };
 
 struct flight {
@@ -212,6 +220,12 @@ invalidate(struct authz_target *t, const char *why)
 }
 
 static void
+settle_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	invalidate(w->data, "answers given just after the intentions changed may predate the change");
+}
+
+static void
 watch_cb(void *arg, const struct consul_resp *r)
 {
 	struct authz_target *t = arg;
@@ -220,8 +234,12 @@ watch_cb(void *arg, const struct consul_resp *r)
 	if (r->status >= 200 && r->status < 300) {
 		if (!t->have_index)
 			invalidate(t, "intentions watch started");
-		else if (r->index != t->index)
+		else if (r->index != t->index) {
 			invalidate(t, "intentions changed");
+			ev_timer_stop(a->loop, &t->settle);
+			ev_timer_set(&t->settle, AUTHZ_SETTLE, 0.);
+			ev_timer_start(a->loop, &t->settle);
+		}
 		else if (t->state != WATCH_OK)
 			log_debug("authz: intentions watch for %s works again", t->name);
 		t->have_index = 1;
@@ -274,6 +292,8 @@ target_get(struct authz *a, const char *name, size_t len)
 	t->a = a;
 	t->len = len;
 	t->state = WATCH_NONE;
+	ev_timer_init(&t->settle, settle_cb, AUTHZ_SETTLE, 0.);
+	t->settle.data = t;
 	t->next = a->targets;
 	a->targets = t;
 	a->ntargets++;
@@ -879,6 +899,7 @@ authz_free(struct authz *a)
 			flight_free(a->flights[i]);
 	for (t = a->targets; t != NULL; t = tn) {
 		tn = t->next;
+		ev_timer_stop(a->loop, &t->settle);
 		if (t->watch != NULL)
 			consul_watch_stop(t->watch);
 		free(t->name);

@@ -769,6 +769,53 @@ test_no_join_across_invalidation(void **state)
 	intention_delete(deny);
 }
 
+/*
+ * Consul's agent answers authorize from its own cache of intention matches, refreshed by a blocking
+ * query of its own: right after our watch reports a change, the agent can still answer from the old
+ * intentions (modelled by a one-shot fixed answer). Such an answer must not stay cached for as long as
+ * the watch is quiet; once the agent has caught up the caller is asked about again.
+ */
+static void
+test_agent_lagging_after_change(void **state)
+{
+	struct harness h;
+	struct result r;
+	char *deny;
+	double t0;
+
+	harness_init(&h, 5, 60, 300);
+	assert_false(ask(&h, "web", NULL, &r));
+	assert_true(r.allow);
+	assert_true(ask(&h, "web", NULL, &r));
+	control("PUT", "/_sim/fault", "{\"Path\":\"/v1/agent/connect/authorize\",\"Status\":200,"
+	    "\"Body\":\"{\\\"Authorized\\\":true,\\\"Reason\\\":\\\"agent cache not refreshed\\\"}\",\"Count\":1}");
+	deny = intention("web", "db", "deny");
+	t0 = now();
+	while (spoa_metrics.cache_invalidations == 0) {
+		run_for(0.02);
+		if (now() - t0 > 10)
+			fail_msg("the watch never reported the new intention");
+	}
+	/* The agent has not caught up yet: its answer is what it is. */
+	assert_false(ask(&h, "web", NULL, &r));
+	assert_true(r.allow);
+	assert_string_equal(r.reason, "agent cache not refreshed");
+	/* It has now; the old answer must not decide for ever. */
+	t0 = now();
+	for (;;) {
+		run_for(0.1);
+		(void)ask(&h, "web", NULL, &r);
+		if (!r.allow)
+			break;
+		if (now() - t0 > 15)
+			fail_msg("an answer given while the agent lagged behind a change stayed cached: \"%s\"",
+			    r.reason);
+	}
+	assert_non_null(strstr(r.reason, "DENY"));
+	harness_free(&h);
+	intention_delete(deny);
+}
+
 static void
 test_stale_if_error(void **state)
 {
@@ -1005,6 +1052,7 @@ main(void)
 		cmocka_unit_test_setup(test_reentrant_callbacks, reset),
 		cmocka_unit_test_setup(test_invalidation, reset),
 		cmocka_unit_test_setup(test_no_join_across_invalidation, reset),
+		cmocka_unit_test_setup(test_agent_lagging_after_change, reset),
 		cmocka_unit_test_setup(test_stale_if_error, reset),
 		cmocka_unit_test_setup(test_agent_500, reset),
 		cmocka_unit_test_setup(test_odd_json, reset),
