@@ -156,6 +156,19 @@ show(const json_t *v, char *out, size_t outlen)
 	snprintf(out, outlen, "?");
 }
 
+/* show() for a C string: quoted and escaped as a JSON string value is ("the value" when out of memory). */
+static void
+show_cstr(const char *s, char *out, size_t outlen)
+{
+	json_t *tmp = json_string(s);
+
+	if (tmp != NULL)
+		show(tmp, out, outlen);
+	else
+		snprintf(out, outlen, "the value");
+	json_decref(tmp);
+}
+
 /*
  * A whole number from a JSON integer, an integral JSON real, or a string of 1..18 decimal digits.
  * 1 with *out, 0 when v is NULL or null (absent), -1 with an error "<path>: <value> is not a number".
@@ -204,14 +217,9 @@ get_port(struct dctx *d, const json_t *v, const char *path, int *out)
 	long long x;
 	int rc;
 
-	if ((rc = get_int(d, v, path, &x)) != 1) {
-		if (rc == -1) {
-			show(v, shown, sizeof(shown));
-			return seterr(d, "%s: %s is not a port", path, shown);
-		}
-		return rc;
-	}
-	if (x < 1 || x > 65535) {
+	if ((rc = get_int(d, v, path, &x)) == 0)
+		return 0;
+	if (rc == -1 || x < 1 || x > 65535) {
 		show(v, shown, sizeof(shown));
 		return seterr(d, "%s: %s is not a port", path, shown);
 	}
@@ -259,29 +267,32 @@ get_str(struct dctx *d, const json_t *v, const char *path, const char **out)
 	return 1;
 }
 
-/* Consul names (service, namespace, datacenter): [A-Za-z0-9._-], 1..MAX_NAME. */
-static int
-check_name(struct dctx *d, const char *s, const char *path)
+/* How many of the n first characters of s are ASCII letters, digits or one of punct, counted from the start. */
+static size_t
+span_alnum(const char *s, size_t n, const char *punct)
 {
-	size_t i, n = strlen(s);
-	char shown[96];
-	json_t *tmp;
+	size_t i;
 
 	for (i = 0; i < n; i++) {
 		char c = s[i];
 
 		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-		    c == '.' || c == '_' || c == '-'))
+		    (c != '\0' && strchr(punct, c) != NULL)))
 			break;
 	}
-	if (n >= 1 && n <= MAX_NAME && i == n)
+	return i;
+}
+
+/* Consul names (service, namespace, datacenter): [A-Za-z0-9._-], 1..MAX_NAME. */
+static int
+check_name(struct dctx *d, const char *s, const char *path)
+{
+	size_t n = strlen(s);
+	char shown[96];
+
+	if (n >= 1 && n <= MAX_NAME && span_alnum(s, n, "._-") == n)
 		return 0;
-	tmp = json_string(s);
-	if (tmp != NULL)
-		show(tmp, shown, sizeof(shown));
-	else
-		snprintf(shown, sizeof(shown), "the value");
-	json_decref(tmp);
+	show_cstr(s, shown, sizeof(shown));
 	return seterr(d, "%s: %s is not a valid name (letters, digits, '.', '_', '-')", path, shown);
 }
 
@@ -290,21 +301,12 @@ static int
 check_host(struct dctx *d, const char *s, const char *path)
 {
 	unsigned char addr[16];
-	size_t i, n = strlen(s);
+	size_t n = strlen(s);
 
 	if (n >= 1 && n < 64 && inet_pton(AF_INET6, s, addr) == 1)
 		return 0;
-	if (n >= 1 && n <= 253) {
-		for (i = 0; i < n; i++) {
-			char c = s[i];
-
-			if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-			    c == '.' || c == '-'))
-				break;
-		}
-		if (i == n)
-			return 0;
-	}
+	if (n >= 1 && n <= 253 && span_alnum(s, n, ".-") == n)
+		return 0;
 	return seterr(d, "%s: \"%.64s\" is not an IP address or host name", path, s);
 }
 
@@ -325,7 +327,7 @@ parse_hostport(struct dctx *d, const char *s, const char *path, char **host, int
 	const char *colon, *h, *p;
 	size_t hlen;
 	char hbuf[256], shown[96];
-	json_t *tmp, *pv;
+	json_t *pv;
 	int rc;
 
 	if (s[0] == '[') {
@@ -363,12 +365,7 @@ parse_hostport(struct dctx *d, const char *s, const char *path, char **host, int
 		goto bad;
 	return dupstr(d, host, hbuf);
 bad:
-	tmp = json_string(s);
-	if (tmp != NULL)
-		show(tmp, shown, sizeof(shown));
-	else
-		snprintf(shown, sizeof(shown), "the value");
-	json_decref(tmp);
+	show_cstr(s, shown, sizeof(shown));
 	return seterr(d, "%s: %s is not host:port", path, shown);
 }
 
