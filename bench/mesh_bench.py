@@ -36,8 +36,10 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(TOP, "tests"))
+sys.path.insert(0, os.path.join(TOP, "tests", "integration"))
 
 import harness  # noqa: E402
+from spoa_support import stats_cmd  # noqa: E402
 
 HAPROXY = os.environ.get("HC_HAPROXY", "/usr/sbin/haproxy")
 TEMPLATES = os.path.join(TOP, "haproxy-templates")
@@ -317,20 +319,6 @@ class Proxy:
             if line.startswith("Serial:"):
                 return norm_serial(line.split(":", 1)[1])
         return None
-
-
-def stats_cmd(path, cmd, timeout=5.0):
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(timeout)
-        s.connect(path)
-        s.sendall(cmd.encode() + b"\n")
-        out = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            out += chunk
-    return out.decode("utf-8", "replace")
 
 
 def norm_serial(s):
