@@ -10,7 +10,9 @@
  *   -d seconds or -n answers. With -rate R, frames leave at R/s in total (open loop): latency is then
  *   measured from the time a frame was due, so a slow server cannot hide its queueing (coordinated
  *   omission); frames are released every -tick microseconds (default 10), which bounds the pacing
- *   error included in the latency. Reports answers/s, allow/deny counts and latency percentiles in microseconds, and a
+ *   error included in the latency. -tick 0 spins instead (the loop never sleeps and releases each frame
+ *   when it is due): on a VM whose timers fire late, this is the only way to keep the pacing error out
+ *   of the figures; pin the generator to a CPU of its own (taskset) when using it. Reports answers/s, allow/deny counts and latency percentiles in microseconds, and a
  *   last "RESULT key=value ..." line for scripts.
  *
  * Server:  spop-load -serve HOST:PORT|unix:/path [-trivial]
@@ -614,6 +616,14 @@ rate_tick(void)
 
 static int	tick_fd = -1;
 static ev_io	tick_w;
+static ev_idle	spin_w;
+
+/* -tick 0: an idle watcher keeps libev polling without sleeping; every pass releases what is due. */
+static void
+spin_cb(struct ev_loop *l, ev_idle *w, int revents)
+{
+	rate_tick();
+}
 
 static void
 tick_cb(struct ev_loop *l, ev_io *w, int revents)
@@ -725,7 +735,10 @@ run_client(void)
 		ev_timer_init(&stop_w, stop_cb, o_requests > 0 && o_duration == 0 ? 3600 : o_duration, 0.);
 		ev_timer_start(loop, &stop_w);
 	}
-	if (o_rate > 0) {
+	if (o_rate > 0 && o_tick == 0) {
+		ev_idle_init(&spin_w, spin_cb);
+		ev_idle_start(loop, &spin_w);
+	} else if (o_rate > 0) {
 		/*
 		 * Pacing ticks from a timerfd: libev sleeps in epoll_wait, whose timeout is in milliseconds,
 		 * which would add up to a millisecond of pacing delay to every frame.
@@ -744,7 +757,9 @@ run_client(void)
 		ev_io_start(loop, &tick_w);
 	}
 	ev_run(loop, 0);
-	if (o_rate > 0)
+	if (o_rate > 0 && o_tick == 0)
+		ev_idle_stop(loop, &spin_w);
+	else if (o_rate > 0)
 		ev_io_stop(loop, &tick_w);
 	ev_timer_stop(loop, &stop_w);
 	answered = n_acked;
@@ -978,7 +993,7 @@ main(int argc, char **argv)
 	}
 	if (o_serve != NULL)
 		return run_server();
-	if (o_addr == NULL || o_tick < 1 || o_tick >= 1e6)
+	if (o_addr == NULL || (o_tick != 0 && o_tick < 1) || o_tick >= 1e6)
 		usage();
 	if (o_requests > 0 && o_duration == 10)
 		o_duration = 0;	/* -n alone: until n answers */
