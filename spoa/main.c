@@ -19,6 +19,7 @@
 #include "log.h"
 #include "metrics_http.h"
 #include "server.h"
+#include "busypoll.h"
 
 #define DEFAULT_LISTEN	"127.0.0.1:12345"
 #define DRAIN_TIMEOUT	10.0
@@ -37,6 +38,7 @@ struct options {
 	double		 stale_if_error;
 	size_t		 cache_size;
 	const char	*snapshot;
+	double		 busy_poll;
 };
 
 struct daemon {
@@ -47,6 +49,7 @@ struct daemon {
 	struct spoa_server	*server;
 	struct metrics_http	*metrics;
 	struct dcsnap_keeper	*snapshot;
+	struct busypoll		*busypoll;
 	ev_signal		 sigterm;
 	ev_signal		 sigint;
 	ev_signal		 sighup;
@@ -88,6 +91,11 @@ usage(FILE *f)
 "                           second of a change and at exit) and load it at start, so callers allowed\n"
 "                           before a restart during an agent outage stay allowed for -stale-if-error.\n"
 "                           A missing, corrupt or foreign file is ignored with a warning. Default off.\n"
+"  -busy-poll=<dur>         After any activity, keep polling without sleeping for this long before\n"
+"                           going back to sleep (as HAProxy's busy-polling, but only while busy).\n"
+"                           On virtual machines whose idle vCPUs wake slowly this cuts decision\n"
+"                           latency (p50 ~550 us -> tens of us at light load here) for a CPU kept\n"
+"                           busy while traffic flows. \"200us\"..\"1s\"; 0 is off. Default 0.\n"
 "  -help                    This text.\n"
 "\n"
 "Environment (read as Consul's own CLI reads it; flags win):\n"
@@ -195,7 +203,7 @@ parse_flags(int argc, char **argv, struct options *o)
 {
 	static const char *const names[] = {
 		"listen", "target", "http-addr", "token", "token-file", "log-level", "metrics-addr",
-		"decision-timeout", "cache-ttl", "stale-if-error", "cache-size", "snapshot", NULL,
+		"decision-timeout", "cache-ttl", "stale-if-error", "cache-size", "snapshot", "busy-poll", NULL,
 	};
 	int i, k;
 
@@ -265,6 +273,9 @@ parse_flags(int argc, char **argv, struct options *o)
 			if (*val == '\0')
 				bad_usage("invalid -snapshot \"\" (want a file path)");
 			o->snapshot = val;
+		} else if (strcmp(flag, "busy-poll") == 0) {
+			if (parse_duration(val, &o->busy_poll) == -1 || o->busy_poll > 60)
+				bad_usage("invalid -busy-poll \"%s\" (want a duration like 1ms, at most 60s; 0 is off)", val);
 		}
 	}
 }
@@ -348,6 +359,8 @@ main(int argc, char **argv)
 	d.loop = EV_DEFAULT;
 	if (d.loop == NULL)
 		fatalx("cannot initialise the event loop");
+	if (o.busy_poll > 0 && (d.busypoll = busypoll_new(d.loop, o.busy_poll)) == NULL)
+		fatalx("busy polling: out of memory");
 	if ((d.consul = consul_client_new(d.loop, &d.cfg, err, sizeof(err))) == NULL)
 		fatalx("consul client: %s", err);
 
@@ -384,16 +397,17 @@ main(int argc, char **argv)
 	ev_signal_start(d.loop, &d.sighup);
 
 	log_info("listening on %s; agent %s; target %s; decision timeout %g s, cache ttl %g s, "
-	    "stale-if-error %g s, cache size %zu%s%s", o.listen, d.cfg.base_url != NULL ? d.cfg.base_url : "?",
+	    "stale-if-error %g s, cache size %zu%s%s%s", o.listen, d.cfg.base_url != NULL ? d.cfg.base_url : "?",
 	    o.target != NULL ? o.target : "(from message)", o.decision_timeout, o.cache_ttl,
 	    o.stale_if_error, o.cache_size, o.metrics_addr != NULL ? "; metrics on " : "",
-	    o.metrics_addr != NULL ? o.metrics_addr : "");
+	    o.metrics_addr != NULL ? o.metrics_addr : "", d.busypoll != NULL ? "; busy polling" : "");
 
 	ev_run(d.loop, 0);
 
 	metrics_http_free(d.metrics);
 	spoa_server_free(d.server);
 	dcsnap_keeper_free(d.snapshot);	/* the last save, after the drain */
+	busypoll_free(d.busypoll);
 	authz_free(d.authz);
 	consul_client_free(d.consul);
 	consul_cfg_free(&d.cfg);

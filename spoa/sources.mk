@@ -8,4 +8,5 @@ SPOA_SRCS := \
 	spoa/spop.c \
 	spoa/server.c \
 	spoa/cache_snapshot.c \
+	spoa/busypoll.c \
 	spoa/main.c
