@@ -15,10 +15,11 @@
  *   of the figures; pin the generator to a CPU of its own (taskset) when using it. Reports answers/s, allow/deny counts and latency percentiles in microseconds, and a
  *   last "RESULT key=value ..." line for scripts.
  *
- * Server:  spop-load -serve HOST:PORT|unix:/path [-trivial]
+ * Server:  spop-load -serve HOST:PORT|unix:/path [-trivial] [-busy-poll seconds]
  *   Runs connect-spoa's SPOP server (spoa/server.c) with a fake check that allows everything at once
  *   (a cache hit stand-in), or with -trivial a minimal responder that only parses frame headers and
- *   sends a canned ACK: the yardstick for the generator's own capacity.
+ *   sends a canned ACK: the yardstick for the generator's own capacity. -busy-poll gives its loop
+ *   connect-spoa's adaptive busy polling (spoa/busypoll.c) with that window, as connect-spoa -busy-poll.
  *
  * Single-threaded, libev. Latency per frame uses CLOCK_MONOTONIC and a log-linear histogram
  * (about 1.5% resolution).
@@ -49,6 +50,7 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include "busypoll.h"
 #include "server.h"
 #include "spop.h"
 
@@ -118,7 +120,7 @@ now_ns(void)
 
 static const char	*o_addr, *o_serve, *o_cert, *o_target, *o_uri = "spiffe://dc1.consul/ns/default/dc/dc1/svc/web";
 static long		 o_conns = 16, o_inflight = 16, o_requests = 0, o_mfs = 16380;
-static double		 o_duration = 10, o_rate = 0, o_tick = 10;
+static double		 o_duration = 10, o_rate = 0, o_tick = 10, o_busy_poll = 0;
 static int		 o_trivial;
 
 static void
@@ -127,7 +129,7 @@ usage(void)
 	fprintf(stderr,
 	    "usage: spop-load -addr HOST:PORT|unix:/path [-c conns] [-k inflight] [-d seconds] [-n requests]\n"
 	    "                 [-rate frames/s [-tick us]] [-cert file] [-uri spiffe-uri] [-target name] [-mfs bytes]\n"
-	    "       spop-load -serve HOST:PORT|unix:/path [-trivial]\n");
+	    "       spop-load -serve HOST:PORT|unix:/path [-trivial] [-busy-poll seconds]\n");
 	exit(2);
 }
 
@@ -582,7 +584,8 @@ static void
 rate_tick(void)
 {
 	uint64_t	t = now_ns();
-	uint64_t	target = (uint64_t)((double)(t - t_start) / 1e9 * o_rate);
+	/* frame k is due at t_start + k / rate: frames 0..floor(elapsed * rate) are due now */
+	uint64_t	target = (uint64_t)((double)(t - t_start) / 1e9 * o_rate) + 1;
 	uint64_t	due_at;
 	struct lconn	*c;
 	unsigned	tries;
@@ -872,10 +875,13 @@ trivial_read(struct ev_loop *l, ev_io *w, int revents)
 	memmove(c->in, c->in + pos, c->in_len - pos);
 	c->in_len -= pos;
 	if (olen > 0) {
-		/* a bench peer: block until written rather than buffer */
-		fcntl(c->fd, F_SETFL, 0);
-		(void)send(c->fd, c->out, olen, MSG_NOSIGNAL);
-		fcntl(c->fd, F_SETFL, O_NONBLOCK);
+		/* a bench peer: one send when it fits (always, in practice); else block until written */
+		n = send(c->fd, c->out, olen, MSG_NOSIGNAL);
+		if (n >= 0 && (size_t)n < olen) {
+			fcntl(c->fd, F_SETFL, 0);
+			(void)send(c->fd, c->out + n, olen - (size_t)n, MSG_NOSIGNAL);
+			fcntl(c->fd, F_SETFL, O_NONBLOCK);
+		}
 	}
 }
 
@@ -910,6 +916,10 @@ run_server(void)
 	int			one = 1;
 
 	loop = EV_DEFAULT;
+	if (o_busy_poll > 0 && busypoll_new(loop, o_busy_poll) == NULL) {
+		fprintf(stderr, "spop-load: busy polling: out of memory\n");
+		return 1;
+	}
 	signal(SIGPIPE, SIG_IGN);
 	ev_signal_init(&sint, sig_cb, SIGINT);
 	ev_signal_init(&sterm, sig_cb, SIGTERM);
@@ -927,6 +937,20 @@ run_server(void)
 		spoa_server_free(srv);
 		return 0;
 	}
+	if (strncmp(o_serve, "unix:", 5) == 0) {
+		struct sockaddr_un sun = { .sun_family = AF_UNIX };
+
+		if (strlen(o_serve + 5) >= sizeof(sun.sun_path))
+			usage();
+		strcpy(sun.sun_path, o_serve + 5);
+		(void)unlink(sun.sun_path);
+		if ((tlfd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0)) == -1 ||
+		    bind(tlfd, (struct sockaddr *)&sun, sizeof(sun)) == -1 || listen(tlfd, 1024) == -1) {
+			fprintf(stderr, "spop-load: trivial server on %s: %s\n", o_serve, strerror(errno));
+			return 1;
+		}
+		goto listening;
+	}
 	if ((colon = strrchr(o_serve, ':')) == NULL || (size_t)(colon - o_serve) >= sizeof(host))
 		usage();
 	memcpy(host, o_serve, (size_t)(colon - o_serve));
@@ -942,6 +966,7 @@ run_server(void)
 		return 1;
 	}
 	freeaddrinfo(res);
+listening:
 	ev_io_init(&acc, trivial_accept, tlfd, EV_READ);
 	ev_io_start(loop, &acc);
 	fprintf(stderr, "spop-load: trivial SPOP peer on %s\n", o_serve);
@@ -980,6 +1005,8 @@ main(int argc, char **argv)
 			o_rate = dbl_arg(v);
 		else if (strcmp(a, "-tick") == 0)
 			o_tick = dbl_arg(v);
+		else if (strcmp(a, "-busy-poll") == 0)
+			o_busy_poll = dbl_arg(v);
 		else if (strcmp(a, "-cert") == 0)
 			o_cert = v;
 		else if (strcmp(a, "-uri") == 0)
