@@ -2,6 +2,7 @@
 LIB_SRCS := \
 	lib/log.c \
 	lib/errbuf.c \
+	lib/duration.c \
 	lib/buf.c \
 	lib/json.c \
 	lib/atomicfile.c \

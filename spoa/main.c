@@ -20,6 +20,7 @@
 #include "metrics_http.h"
 #include "server.h"
 #include "busypoll.h"
+#include "duration.h"
 
 #define DEFAULT_LISTEN	"127.0.0.1:12345"
 #define DRAIN_TIMEOUT	10.0
@@ -110,60 +111,6 @@ usage(FILE *f)
 "\n"
 "Signals: SIGTERM/SIGINT stop accepting, answer what is in flight, disconnect and exit 0.\n"
 "SIGHUP drops every cached decision and re-reads the intentions.\n");
-}
-
-/* Go's time.ParseDuration subset we need: "400ms", "1m30s", "1.5s", "2h"; a bare number is seconds. */
-static int
-parse_duration(const char *s, double *out)
-{
-	double total = 0;
-	char *end;
-	int parts = 0;
-
-	if (s == NULL || *s == '\0')
-		return -1;
-	while (*s != '\0') {
-		double v, mul;
-
-		if (!((*s >= '0' && *s <= '9') || *s == '.'))
-			return -1;
-		errno = 0;
-		v = strtod(s, &end);
-		if (errno != 0 || end == s || !isfinite(v) || v < 0)
-			return -1;
-		s = end;
-		if (*s == '\0' && parts == 0) {
-			*out = v;
-			return 0;
-		}
-		if (strncmp(s, "ns", 2) == 0) {
-			mul = 1e-9;
-			s += 2;
-		} else if (strncmp(s, "us", 2) == 0) {
-			mul = 1e-6;
-			s += 2;
-		} else if (strncmp(s, "\xc2\xb5s", 3) == 0) {
-			mul = 1e-6;
-			s += 3;
-		} else if (strncmp(s, "ms", 2) == 0) {
-			mul = 1e-3;
-			s += 2;
-		} else if (*s == 's') {
-			mul = 1;
-			s++;
-		} else if (*s == 'm') {
-			mul = 60;
-			s++;
-		} else if (*s == 'h') {
-			mul = 3600;
-			s++;
-		} else
-			return -1;
-		total += v * mul;
-		parts++;
-	}
-	*out = total;
-	return 0;
 }
 
 static int
@@ -258,13 +205,13 @@ parse_flags(int argc, char **argv, struct options *o)
 		} else if (strcmp(flag, "metrics-addr") == 0)
 			o->metrics_addr = val;
 		else if (strcmp(flag, "decision-timeout") == 0) {
-			if (parse_duration(val, &o->decision_timeout) == -1 || o->decision_timeout <= 0)
+			if (duration_parse(val, &o->decision_timeout) == -1 || o->decision_timeout <= 0)
 				bad_usage("invalid -decision-timeout \"%s\" (want a duration like 400ms)", val);
 		} else if (strcmp(flag, "cache-ttl") == 0) {
-			if (parse_duration(val, &o->cache_ttl) == -1 || o->cache_ttl <= 0)
+			if (duration_parse(val, &o->cache_ttl) == -1 || o->cache_ttl <= 0)
 				bad_usage("invalid -cache-ttl \"%s\" (want a duration like 60s)", val);
 		} else if (strcmp(flag, "stale-if-error") == 0) {
-			if (parse_duration(val, &o->stale_if_error) == -1)
+			if (duration_parse(val, &o->stale_if_error) == -1)
 				bad_usage("invalid -stale-if-error \"%s\" (want a duration like 5m)", val);
 		} else if (strcmp(flag, "cache-size") == 0) {
 			if (parse_size(val, &o->cache_size) == -1)
@@ -274,7 +221,7 @@ parse_flags(int argc, char **argv, struct options *o)
 				bad_usage("invalid -snapshot \"\" (want a file path)");
 			o->snapshot = val;
 		} else if (strcmp(flag, "busy-poll") == 0) {
-			if (parse_duration(val, &o->busy_poll) == -1 || o->busy_poll > 60)
+			if (duration_parse(val, &o->busy_poll) == -1 || o->busy_poll > 60)
 				bad_usage("invalid -busy-poll \"%s\" (want a duration like 1ms, at most 60s; 0 is off)", val);
 		}
 	}
