@@ -1309,6 +1309,10 @@ spoa_start(struct daemon *d)
 		argv[n++] = "-metrics-addr";
 		argv[n++] = (char *)(uintptr_t)d->o.spoa_metrics_addr;
 	}
+	if (d->o.spoa_busy_poll != NULL) {
+		argv[n++] = "-busy-poll";
+		argv[n++] = (char *)(uintptr_t)d->o.spoa_busy_poll;
+	}
 	if (d->snap != NULL) {
 		argv[n++] = "-snapshot";
 		argv[n++] = d->spoa_snap_path;

@@ -48,6 +48,7 @@ struct daemon_opts {
 	const char	*spoa_http_addr;	/* -http-addr to hand to connect-spoa, NULL: it reads the env */
 	const char	*spoa_token_file;	/* -token-file to hand to connect-spoa, NULL: env */
 	const char	*spoa_metrics_addr;	/* -metrics-addr to hand to connect-spoa, NULL: none */
+	const char	*spoa_busy_poll;	/* -busy-poll to hand to connect-spoa (valid, > 0), NULL: none */
 	bool		 once;		/* write certificates and configs, then exit */
 	const char	*snapshot_path;	/* last-known-good state (snapshot.h); NULL: none */
 	int		 nbthread;

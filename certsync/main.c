@@ -22,6 +22,7 @@
 #include "daemon.h"
 #include "log.h"
 #include "snapshot.h"
+#include "duration.h"
 
 #define PROG		"connect-certsync"
 #define SHARE_SUFFIX	"share/haproxy-connect/templates"
@@ -39,6 +40,7 @@ struct options {
 	const char	*log_level;
 	const char	*stats_addr;
 	const char	*spoa_metrics_addr;
+	const char	*spoa_busy_poll;
 	const char	*nbthread;
 	const char	*snapshot;
 	int		 once;
@@ -81,6 +83,9 @@ usage(FILE *f)
 "  -stats-addr=<host:port>  Optional HAProxy stats/Prometheus listener (/metrics).\n"
 "  -spoa-metrics-addr=<host:port>\n"
 "                           Optional: connect-spoa serves its Prometheus metrics there (its -metrics-addr).\n"
+"  -spoa-busy-poll=<dur>    connect-spoa's -busy-poll: after any event its loop polls without sleeping\n"
+"                           for this long (lower decision latency on VMs, a CPU busy while traffic\n"
+"                           flows). Go duration, at most 60s; 0 is off. Default 0.\n"
 "  -nbthread=<n>            HAProxy threads, 1..64. Default: the number of CPUs, at most 4.\n"
 "  -log-level=<level>       trace, debug, info, warn, err. Default info. debug shows discovery,\n"
 "                           certificate and runtime API events.\n"
@@ -125,6 +130,7 @@ parse_flags(int argc, char **argv, struct options *o)
 		{ "log-level", offsetof(struct options, log_level) },
 		{ "stats-addr", offsetof(struct options, stats_addr) },
 		{ "spoa-metrics-addr", offsetof(struct options, spoa_metrics_addr) },
+		{ "spoa-busy-poll", offsetof(struct options, spoa_busy_poll) },
 		{ "nbthread", offsetof(struct options, nbthread) },
 		{ "snapshot", offsetof(struct options, snapshot) },
 	};
@@ -390,6 +396,15 @@ main(int argc, char **argv)
 	/* connect-spoa reads the same agent: same address, same token (in a file, not on its command line) */
 	dopt.spoa_http_addr = o.http_addr;
 	dopt.spoa_metrics_addr = o.spoa_metrics_addr;
+	if (o.spoa_busy_poll != NULL) {
+		double bp;
+
+		if (duration_parse(o.spoa_busy_poll, &bp) == -1 || bp > 60)
+			fatalx("-spoa-busy-poll: \"%s\" is not a duration up to 60s (like 1ms; 0 is off)",
+			    o.spoa_busy_poll);
+		if (bp > 0)
+			dopt.spoa_busy_poll = o.spoa_busy_poll;
+	}
 	if (o.token != NULL) {
 		snprintf(tokfile, sizeof(tokfile), "%s/spoa.token", real);
 		if (atomic_write_file(tokfile, o.token, strlen(o.token), 0600, err, sizeof(err)) == -1)
