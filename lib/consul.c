@@ -41,9 +41,20 @@ struct consul_sock {
 	LIST_ENTRY(consul_sock)	 entry;
 };
 
+/*
+ * The request headers ("Expect:", X-Consul-Token). CURLOPT_HTTPHEADER does not copy the list, so each
+ * request holds a reference to the one it was started with: a token swapped meanwhile frees the old list
+ * only when the last request using it is done.
+ */
+struct consul_hdrs {
+	struct curl_slist	*list;
+	unsigned		 refs;
+};
+
 struct consul_req {
 	struct consul_client	*c;
 	CURL			*easy;
+	struct consul_hdrs	*hdrs;
 	struct buf		 body;
 	uint64_t		 index;
 	char			 hash[HDR_VALUE_MAX];
@@ -96,7 +107,7 @@ struct consul_client {
 	char			*client_key;
 	bool			 ssl_verify;
 	size_t			 max_body;
-	struct curl_slist	*headers;
+	struct consul_hdrs	*hdrs;		/* what new requests send */
 	struct curl_slist	*connect_to;
 	int			 dispatching;
 	bool			 free_pending;
@@ -205,10 +216,57 @@ multi_timer_cb(CURLM *multi, long timeout_ms, void *userp)
 /* ---- requests ---- */
 
 static void
+hdrs_unref(struct consul_hdrs *h)
+{
+	if (h == NULL || --h->refs > 0)
+		return;
+	curl_slist_free_all(h->list);
+	free(h);
+}
+
+/* A new header list for token (NULL or "": none), one reference held. NULL with err filled on failure. */
+static struct consul_hdrs *
+hdrs_new(const char *token, char *err, size_t errlen)
+{
+	struct consul_hdrs *h;
+	struct curl_slist *l;
+	struct buf tok;
+
+	if (token != NULL && strpbrk(token, "\r\n") != NULL) {
+		snprintf(err, errlen, "the Consul token holds a line break");
+		return NULL;
+	}
+	if ((h = calloc(1, sizeof(*h))) == NULL)
+		goto oom;
+	h->refs = 1;
+	/* "Expect:" off: a small POST must not wait a second for "100 Continue". */
+	if ((h->list = curl_slist_append(NULL, "Expect:")) == NULL)
+		goto oom;
+	if (token != NULL && *token != '\0') {
+		buf_init(&tok, 64 * 1024);
+		if (buf_printf(&tok, "X-Consul-Token: %s", token) == -1) {
+			buf_free(&tok);
+			goto oom;
+		}
+		l = curl_slist_append(h->list, tok.data);
+		buf_free(&tok);
+		if (l == NULL)
+			goto oom;
+		h->list = l;
+	}
+	return h;
+oom:
+	hdrs_unref(h);
+	snprintf(err, errlen, "out of memory");
+	return NULL;
+}
+
+static void
 req_free(struct consul_req *req)
 {
 	if (req->easy != NULL)
 		curl_easy_cleanup(req->easy);
+	hdrs_unref(req->hdrs);
 	buf_free(&req->body);
 	free(req);
 }
@@ -404,7 +462,9 @@ consul_request(struct consul_client *c, const char *method, const char *path, co
 	rc |= curl_easy_setopt(e, CURLOPT_WRITEDATA, req);
 	rc |= curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
 	rc |= curl_easy_setopt(e, CURLOPT_HEADERDATA, req);
-	rc |= curl_easy_setopt(e, CURLOPT_HTTPHEADER, c->headers);
+	req->hdrs = c->hdrs;
+	req->hdrs->refs++;
+	rc |= curl_easy_setopt(e, CURLOPT_HTTPHEADER, req->hdrs->list);
 	rc |= curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
 	rc |= curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
 	    timeout > 0 && timeout * 1000.0 < (double)CONNECT_TIMEOUT_MS ?
@@ -550,8 +610,6 @@ struct consul_client *
 consul_client_new(struct ev_loop *loop, const struct consul_cfg *cfg, char *err, size_t errlen)
 {
 	struct consul_client *c;
-	struct curl_slist *h;
-	struct buf tok;
 	CURLMcode mrc = CURLM_OK;
 
 	if (cfg->base_url == NULL || *cfg->base_url == '\0') {
@@ -593,22 +651,8 @@ consul_client_new(struct ev_loop *loop, const struct consul_cfg *cfg, char *err,
 	    setup_server_name(c, cfg->tls_server_name, err, errlen) == -1)
 		goto fail;
 
-	/* "Expect:" off: a small POST must not wait a second for "100 Continue". */
-	if ((h = curl_slist_append(NULL, "Expect:")) == NULL)
-		goto oom;
-	c->headers = h;
-	if (cfg->token != NULL && *cfg->token != '\0') {
-		buf_init(&tok, 64 * 1024);
-		if (buf_printf(&tok, "X-Consul-Token: %s", cfg->token) == -1) {
-			buf_free(&tok);
-			goto oom;
-		}
-		h = curl_slist_append(c->headers, tok.data);
-		buf_free(&tok);
-		if (h == NULL)
-			goto oom;
-		c->headers = h;
-	}
+	if ((c->hdrs = hdrs_new(cfg->token, err, errlen)) == NULL)
+		goto fail;
 
 	if ((c->multi = curl_multi_init()) == NULL)
 		goto oom;
@@ -626,6 +670,18 @@ oom:
 fail:
 	client_destroy(c);
 	return NULL;
+}
+
+int
+consul_client_set_token(struct consul_client *c, const char *token, char *err, size_t errlen)
+{
+	struct consul_hdrs *h;
+
+	if ((h = hdrs_new(token, err, errlen)) == NULL)
+		return -1;
+	hdrs_unref(c->hdrs);
+	c->hdrs = h;
+	return 0;
 }
 
 static void
@@ -679,7 +735,7 @@ client_destroy(struct consul_client *c)
 		free(s);
 	}
 	ev_timer_stop(c->loop, &c->timer);
-	curl_slist_free_all(c->headers);
+	hdrs_unref(c->hdrs);
 	curl_slist_free_all(c->connect_to);
 	free(c->base_url);
 	free(c->unix_path);

@@ -24,6 +24,7 @@ struct consul_cfg {
 	char	*base_url;	/* "http://127.0.0.1:8500" or "https://..."; for unix sockets "http://localhost" */
 	char	*unix_path;	/* non-NULL for unix:///path addresses */
 	char	*token;		/* sent as X-Consul-Token; NULL or "" for none */
+	char	*token_file;	/* the file token was read from (-token-file, CONSUL_HTTP_TOKEN_FILE), else NULL */
 	bool	 ssl;
 	bool	 ssl_verify;	/* default true */
 	char	*cacert;	/* CONSUL_CACERT */
@@ -42,10 +43,22 @@ struct consul_cfg {
  * is the one the agent expects from it). Returns 0, or -1 with err filled.
  */
 int  consul_cfg_from_env(struct consul_cfg *cfg, char *err, size_t errlen);
-/* Overrides from flags (-http-addr, -token, -token-file). Return 0, or -1 with err filled. */
+/*
+ * Overrides from flags (-http-addr, -token, -token-file). Return 0, or -1 with err filled. A token file
+ * holds one line (surrounding white space trimmed, as Consul does); an empty one means no token. set_token
+ * forgets token_file, set_token_file remembers it.
+ */
 int  consul_cfg_set_addr(struct consul_cfg *cfg, const char *addr, char *err, size_t errlen);
 int  consul_cfg_set_token(struct consul_cfg *cfg, const char *token);
 int  consul_cfg_set_token_file(struct consul_cfg *cfg, const char *path, char *err, size_t errlen);
+/*
+ * SIGHUP: reads cfg->token_file again (a token given by value, flag or environment, is never re-read).
+ * Returns 1 when the file was read (cfg->token replaced; *changed, if not NULL, says whether it differs
+ * from the old one), 0 when the token does not come from a file, -1 with err filled when the file is
+ * missing, unreadable, too big, empty or holds more than one line: cfg->token is then left as it was
+ * (a rotation tool caught between truncating and writing the file must not drop the token).
+ */
+int  consul_cfg_reread_token(struct consul_cfg *cfg, bool *changed, char *err, size_t errlen);
 void consul_cfg_free(struct consul_cfg *cfg);
 
 struct consul_resp {
@@ -69,6 +82,13 @@ struct consul_client *consul_client_new(struct ev_loop *loop, const struct consu
     char *err, size_t errlen);
 /* Cancels every request and watch still in flight (their callbacks are not called), then frees. */
 void consul_client_free(struct consul_client *c);
+/*
+ * Replaces the token sent as X-Consul-Token (NULL or "": none) from now on: every request started after
+ * this, including the next round of every watch, carries it; requests already in flight (a blocking
+ * query included) finish with the old one (consul_watch_refresh re-asks at once). Returns 0, or -1 with err
+ * filled (a line break in the token, out of memory) and the old token kept.
+ */
+int  consul_client_set_token(struct consul_client *c, const char *token, char *err, size_t errlen);
 
 /*
  * Starts one request. path includes the query string ("/v1/agent/connect/authorize", "/v1/agent/self?x=1").

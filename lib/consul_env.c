@@ -109,18 +109,23 @@ oom:
 int
 consul_cfg_set_token(struct consul_cfg *cfg, const char *token)
 {
-	return set_str(&cfg->token, token != NULL && *token != '\0' ? token : NULL);
+	if (set_str(&cfg->token, token != NULL && *token != '\0' ? token : NULL) == -1)
+		return -1;
+	free(cfg->token_file);
+	cfg->token_file = NULL;
+	return 0;
 }
 
-int
-consul_cfg_set_token_file(struct consul_cfg *cfg, const char *path, char *err, size_t errlen)
+/* The token in the file at path, trimmed as Go's strings.TrimSpace does; *out is NULL for an empty file. */
+static int
+read_token_file(const char *path, char **out, char *err, size_t errlen)
 {
 	char *data, *start, *end;
 	size_t len;
 
+	*out = NULL;
 	if (read_file_capped(path, TOKEN_FILE_MAX, &data, &len, err, errlen) == -1)
 		return -1;
-	/* strings.TrimSpace */
 	start = data;
 	end = data + len;
 	while (start < end && strchr(" \t\r\n\v\f", *start) != NULL && *start != '\0')
@@ -133,13 +138,54 @@ consul_cfg_set_token_file(struct consul_cfg *cfg, const char *path, char *err, s
 		snprintf(err, errlen, "%s: token file holds more than one line", path);
 		return -1;
 	}
-	if (consul_cfg_set_token(cfg, start) == -1) {
+	if (*start != '\0' && (*out = strdup(start)) == NULL) {
 		free(data);
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
 	free(data);
 	return 0;
+}
+
+int
+consul_cfg_set_token_file(struct consul_cfg *cfg, const char *path, char *err, size_t errlen)
+{
+	char *tok, *p;
+
+	if (read_token_file(path, &tok, err, errlen) == -1)
+		return -1;
+	if ((p = strdup(path)) == NULL) {
+		free(tok);
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	free(cfg->token);
+	free(cfg->token_file);
+	cfg->token = tok;
+	cfg->token_file = p;
+	return 0;
+}
+
+int
+consul_cfg_reread_token(struct consul_cfg *cfg, bool *changed, char *err, size_t errlen)
+{
+	char *tok;
+
+	if (changed != NULL)
+		*changed = false;
+	if (cfg->token_file == NULL)
+		return 0;
+	if (read_token_file(cfg->token_file, &tok, err, errlen) == -1)
+		return -1;
+	if (tok == NULL) {
+		snprintf(err, errlen, "%s: token file is empty", cfg->token_file);
+		return -1;
+	}
+	if (changed != NULL)
+		*changed = cfg->token == NULL || strcmp(cfg->token, tok) != 0;
+	free(cfg->token);
+	cfg->token = tok;
+	return 1;
 }
 
 int
@@ -220,6 +266,7 @@ consul_cfg_free(struct consul_cfg *cfg)
 	free(cfg->base_url);
 	free(cfg->unix_path);
 	free(cfg->token);
+	free(cfg->token_file);
 	free(cfg->cacert);
 	free(cfg->capath);
 	free(cfg->client_cert);

@@ -429,6 +429,29 @@ count_requests(const char *path, const char *needle)
 	return n;
 }
 
+/* Requests on exactly path whose query holds needle (NULL: any) and that carried token ("" : none). */
+static size_t
+count_token(const char *path, const char *needle, const char *token)
+{
+	json_t *all = sim_requests(path), *e;
+	const char *p, *q, *t;
+	char err[64];
+	size_t i, n = 0;
+
+	json_array_foreach(all, i, e) {
+		if (json_get_str(e, "", "Path", JSON_REQ, &p, err, sizeof(err)) != 1 ||
+		    strcmp(p, path) != 0)
+			continue;
+		q = t = "";
+		json_get_str(e, "", "Query", JSON_OPT, &q, err, sizeof(err));
+		json_get_str(e, "", "Token", JSON_OPT, &t, err, sizeof(err));
+		if ((needle == NULL || strstr(q, needle) != NULL) && strcmp(t, token) == 0)
+			n++;
+	}
+	json_decref(all);
+	return n;
+}
+
 static void
 sim_ctl(const char *method, const char *path, const char *body)
 {
@@ -1055,6 +1078,94 @@ test_stop_and_free_in_callback(void **state)
 }
 
 /* Many requests at once over a few kept-alive connections: all complete. */
+struct until_token {
+	const char	*path;
+	const char	*needle;
+	const char	*token;
+	size_t		 n;
+	double		 next;
+};
+
+static bool
+token_reached(void *arg)
+{
+	struct until_token *u = arg;
+
+	if (now() < u->next)
+		return false;
+	u->next = now() + 0.1;
+	return count_token(u->path, u->needle, u->token) >= u->n;
+}
+
+/*
+ * A token rotation (SIGHUP): requests started after consul_client_set_token carry the new token, the
+ * next round of a blocking watch too; a request in flight finishes with the old one (its header list
+ * must outlive the swap); a token with a line break is refused and the old one stays.
+ */
+static void
+test_set_token(void **state)
+{
+	struct consul_watch_opts o = { .kind = CONSUL_WATCH_INDEX, .wait = "1s" };
+	struct consul_client *c = agent_client(&sim);
+	struct until_token u = { "/v1/connect/intentions", "index=", "token-b-unit", 1, 0 };
+	struct result r = { 0 }, slow = { 0 };
+	struct wstate ws = { 0 };
+	char err[256];
+	int calls;
+
+	sim_ctl("POST", "/_sim/acl/token",
+	    "{\"SecretID\":\"token-b-unit\",\"Rules\":{\"intention_prefix\":{\"\":\"read\"},"
+	    "\"agent_prefix\":{\"\":\"read\"}}}");
+	sim_ctl("DELETE", "/_sim/requests", NULL);
+	ws.w = consul_watch_start(c, "/v1/connect/intentions", &o, watch_cb, &ws);
+	assert_non_null(ws.w);
+	wait_calls(&ws, 1);
+	assert_int_equal(ws.last.status, 200);
+	/* (its next, blocking round may already be in flight with the old token) */
+	assert_true(count_token("/v1/connect/intentions", NULL, MASTER_TOKEN) >= 1);
+	assert_int_equal(count_token("/v1/connect/intentions", NULL, "token-b-unit"), 0);
+
+	/* Started (not yet sent: the loop has not run) before the swap, answered after it. */
+	sim_ctl("PUT", "/_sim/fault", "{\"Path\":\"/v1/agent/self\",\"LatencyMs\":300}");
+	start_req(c, "GET", "/v1/agent/self", NULL, 30, &slow);
+	assert_int_equal(consul_client_set_token(c, "token-b-unit", err, sizeof(err)), 0);
+	err[0] = '\0';
+	assert_int_equal(consul_client_set_token(c, "token-c\r\nX-Evil: 1", err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "line break"));
+	assert_true(run_until(flag_set, &slow.done));
+	assert_int_equal(slow.status, 200);
+	assert_int_equal(count_token("/v1/agent/self", NULL, MASTER_TOKEN), 1);
+	assert_int_equal(count_token("/v1/agent/self", NULL, "token-b-unit"), 0);
+
+	/* New requests carry B, and so does the watch's next blocking round; no round carries C. */
+	do_req(c, "GET", "/v1/agent/self", NULL, &r);
+	assert_int_equal(r.status, 200);
+	assert_int_equal(count_token("/v1/agent/self", NULL, "token-b-unit"), 1);
+	assert_true(run_until(token_reached, &u));
+	calls = ws.calls;
+	/* The watch did not see the swap as a change, nor fail with B. */
+	assert_int_equal(ws.failures, 0);
+	assert_int_equal(calls, 1);
+	consul_watch_refresh(ws.w);
+	wait_calls(&ws, 2);
+	assert_int_equal(ws.last.status, 200);
+	assert_int_equal(ws.failures, 0);
+	assert_int_equal(count_token("/v1/connect/intentions", NULL, "token-c\r\nX-Evil: 1"), 0);
+
+	/* NULL: no token at all from now on. */
+	assert_int_equal(consul_client_set_token(c, NULL, err, sizeof(err)), 0);
+	do_req(c, "GET", "/v1/agent/self", NULL, &r);
+	assert_int_equal(r.status, 403);
+	assert_int_equal(count_token("/v1/agent/self", NULL, ""), 1);
+
+	consul_watch_stop(ws.w);
+	sim_ctl("DELETE", "/_sim/fault", NULL);
+	result_reset(&ws.last);
+	result_reset(&r);
+	result_reset(&slow);
+	cfree(c);
+}
+
 static void
 test_many_parallel(void **state)
 {
@@ -1099,6 +1210,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_free_in_flight, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_stop_and_free_in_callback, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_many_parallel, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_set_token, setup, teardown),
 	};
 
 	signal(SIGPIPE, SIG_IGN);

@@ -179,6 +179,103 @@ test_token_order(void **state)
 }
 
 static void
+write_token(const char *path, const char *data)
+{
+	char err[256];
+
+	assert_int_equal(atomic_write_file(path, data, strlen(data), 0600, err, sizeof(err)), 0);
+}
+
+/* SIGHUP's re-read: only a token that came from a file; a bad file keeps the token in use. */
+static void
+test_token_reread(void **state)
+{
+	char path[] = "/tmp/test_lib_consul_cfg.XXXXXX", err[256];
+	struct consul_cfg cfg;
+	bool changed = true;
+	int fd;
+
+	fd = mkstemp(path);
+	assert_true(fd >= 0);
+	close(fd);
+	write_token(path, "token-a\n");
+
+	/* -token-file */
+	assert_int_equal(consul_cfg_from_env(&cfg, err, sizeof(err)), 0);
+	assert_int_equal(consul_cfg_reread_token(&cfg, &changed, err, sizeof(err)), 0);
+	assert_false(changed);
+	assert_int_equal(consul_cfg_set_token_file(&cfg, path, err, sizeof(err)), 0);
+	assert_string_equal(cfg.token, "token-a");
+	assert_string_equal(cfg.token_file, path);
+	assert_int_equal(consul_cfg_reread_token(&cfg, &changed, err, sizeof(err)), 1);
+	assert_false(changed);
+	assert_string_equal(cfg.token, "token-a");
+	write_token(path, " token-b \n");
+	assert_int_equal(consul_cfg_reread_token(&cfg, &changed, err, sizeof(err)), 1);
+	assert_true(changed);
+	assert_string_equal(cfg.token, "token-b");
+
+	/* Empty (a writer caught between truncate and write), two lines, missing: -1, token-b stays. */
+	write_token(path, " \n");
+	err[0] = '\0';
+	assert_int_equal(consul_cfg_reread_token(&cfg, &changed, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "empty"));
+	assert_string_equal(cfg.token, "token-b");
+	write_token(path, "token-c\ntoken-d\n");
+	assert_int_equal(consul_cfg_reread_token(&cfg, &changed, err, sizeof(err)), -1);
+	assert_string_equal(cfg.token, "token-b");
+	unlink(path);
+	err[0] = '\0';
+	assert_int_equal(consul_cfg_reread_token(&cfg, NULL, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, path));
+	assert_string_equal(cfg.token, "token-b");
+	assert_string_equal(cfg.token_file, path);
+	/* And it comes back. */
+	write_token(path, "token-e");
+	assert_int_equal(consul_cfg_reread_token(&cfg, NULL, err, sizeof(err)), 1);
+	assert_string_equal(cfg.token, "token-e");
+
+	/* -token after -token-file: a token by value is never re-read. */
+	assert_int_equal(consul_cfg_set_token(&cfg, "flag-token"), 0);
+	assert_null(cfg.token_file);
+	write_token(path, "token-f");
+	assert_int_equal(consul_cfg_reread_token(&cfg, &changed, err, sizeof(err)), 0);
+	assert_string_equal(cfg.token, "flag-token");
+	consul_cfg_free(&cfg);
+
+	/* CONSUL_HTTP_TOKEN_FILE is re-read; CONSUL_HTTP_TOKEN (which wins over it) is not. */
+	setenv("CONSUL_HTTP_TOKEN_FILE", path, 1);
+	assert_int_equal(consul_cfg_from_env(&cfg, err, sizeof(err)), 0);
+	assert_string_equal(cfg.token, "token-f");
+	write_token(path, "token-g");
+	assert_int_equal(consul_cfg_reread_token(&cfg, &changed, err, sizeof(err)), 1);
+	assert_true(changed);
+	assert_string_equal(cfg.token, "token-g");
+	consul_cfg_free(&cfg);
+	assert_null(cfg.token_file);
+	setenv("CONSUL_HTTP_TOKEN", "env-token", 1);
+	assert_int_equal(consul_cfg_from_env(&cfg, err, sizeof(err)), 0);
+	assert_string_equal(cfg.token, "env-token");
+	assert_null(cfg.token_file);
+	assert_int_equal(consul_cfg_reread_token(&cfg, &changed, err, sizeof(err)), 0);
+	assert_string_equal(cfg.token, "env-token");
+	consul_cfg_free(&cfg);
+
+	/* An empty file at start is no token (as Consul reads it), and a later token is picked up. */
+	clear_env(NULL);
+	write_token(path, "");
+	assert_int_equal(consul_cfg_from_env(&cfg, err, sizeof(err)), 0);
+	assert_int_equal(consul_cfg_set_token_file(&cfg, path, err, sizeof(err)), 0);
+	assert_null(cfg.token);
+	write_token(path, "token-h\n");
+	assert_int_equal(consul_cfg_reread_token(&cfg, &changed, err, sizeof(err)), 1);
+	assert_true(changed);
+	assert_string_equal(cfg.token, "token-h");
+	consul_cfg_free(&cfg);
+	unlink(path);
+}
+
+static void
 test_flag_addr_keeps_env_ssl(void **state)
 {
 	struct consul_cfg cfg;
@@ -223,6 +320,7 @@ main(void)
 		cmocka_unit_test_setup(test_bad_values, clear_env),
 		cmocka_unit_test_setup(test_tls_files, clear_env),
 		cmocka_unit_test_setup(test_token_order, clear_env),
+		cmocka_unit_test_setup(test_token_reread, clear_env),
 		cmocka_unit_test_setup(test_flag_addr_keeps_env_ssl, clear_env),
 		cmocka_unit_test(test_urlencode),
 	};
