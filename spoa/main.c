@@ -77,7 +77,8 @@ usage(FILE *f)
 "                           unix:///path. Overrides CONSUL_HTTP_ADDR. Default 127.0.0.1:8500.\n"
 "  -token=<token>           ACL token for the agent (needs service:write on the target, and\n"
 "                           intention:read for change notifications). Overrides the environment.\n"
-"  -token-file=<path>       File holding the ACL token.\n"
+"  -token-file=<path>       File holding the ACL token; re-read on SIGHUP (a missing, empty or unreadable\n"
+"                           file keeps the token in use). CONSUL_HTTP_TOKEN_FILE is re-read alike.\n"
 "  -log-level=<level>       trace, debug, info, warn or err. Default info; debug logs every decision.\n"
 "  -metrics-addr=<addr>     Serve Prometheus metrics on http://<addr>/metrics (host:port). Default off.\n"
 "  -decision-timeout=<dur>  Every decision is answered within this; an agent slower than it yields a\n"
@@ -110,7 +111,8 @@ usage(FILE *f)
 "  CONSUL_TLS_SERVER_NAME   server name expected in the agent's certificate\n"
 "\n"
 "Signals: SIGTERM/SIGINT stop accepting, answer what is in flight, disconnect and exit 0.\n"
-"SIGHUP drops every cached decision and re-reads the intentions.\n");
+"SIGHUP re-reads the token file (-token-file, CONSUL_HTTP_TOKEN_FILE), drops every cached decision and\n"
+"re-reads the intentions.\n");
 }
 
 static int
@@ -264,7 +266,21 @@ static void
 hup_cb(struct ev_loop *loop, ev_signal *w, int revents)
 {
 	struct daemon *d = w->data;
+	char err[512];
+	bool changed;
 
+	/* The token first: the intentions are re-read with the new one. */
+	switch (consul_cfg_reread_token(&d->cfg, &changed, err, sizeof(err))) {
+	case 1:
+		if (consul_client_set_token(d->consul, d->cfg.token, err, sizeof(err)) == -1)
+			log_warnx("SIGHUP: ACL token from %s not used: %s", d->cfg.token_file, err);
+		else
+			log_info("ACL token re-read from %s%s", d->cfg.token_file, changed ? "" : " (unchanged)");
+		break;
+	case -1:
+		log_warnx("SIGHUP: keeping the ACL token in use: %s", err);
+		break;
+	}
 	log_info("SIGHUP: dropping cached decisions and re-reading intentions");
 	authz_flush(d->authz);
 }
