@@ -3,7 +3,7 @@
  *
  * Runs in the foreground (no double fork: the Consul agent or a service manager supervises us), logs on
  * stderr. Signals are loop events: SIGTERM/SIGINT stop the children gracefully and exit 0, SIGHUP
- * refreshes every watch and re-renders.
+ * re-reads the token file, refreshes every watch and re-renders.
  */
 #include <errno.h>
 #include <limits.h>
@@ -71,7 +71,9 @@ usage(FILE *f)
 "  -http-addr=<addr>        The agent's HTTP API: host:port, http://, https://, unix:///path. Overrides\n"
 "                           CONSUL_HTTP_ADDR. Default 127.0.0.1:8500. Also handed to connect-spoa.\n"
 "  -token=<token>           ACL token (overrides the environment). Handed to connect-spoa in a 0600 file.\n"
-"  -token-file=<path>       A file holding the ACL token.\n"
+"  -token-file=<path>       A file holding the ACL token; re-read on SIGHUP (CONSUL_HTTP_TOKEN_FILE too),\n"
+"                           then connect-spoa is sent SIGHUP to re-read it. A missing, empty or\n"
+"                           unreadable file keeps the token in use.\n"
 "  -data-dir=<dir>          Where the certificate files, haproxy.cfg, spoe.conf and the sockets live.\n"
 "                           Created with mode 0700. Default $TMPDIR/haproxy-connect-<proxy id> (TMPDIR\n"
 "                           defaults to /tmp). At most 88 characters (unix socket paths).\n"
@@ -106,8 +108,9 @@ usage(FILE *f)
 "  CONSUL_CLIENT_CERT, CONSUL_CLIENT_KEY, CONSUL_TLS_SERVER_NAME (as Consul's CLI), TMPDIR.\n"
 "  connect-spoa inherits the environment.\n"
 "\n"
-"  Signals: SIGTERM/SIGINT stop HAProxy and connect-spoa gracefully, then exit 0; SIGHUP refreshes every\n"
-"  watch and re-reads the templates. Exit 0 also when the proxy is deregistered from the agent.\n");
+"  Signals: SIGTERM/SIGINT stop HAProxy and connect-spoa gracefully, then exit 0; SIGHUP re-reads the\n"
+"  token file (forwarding SIGHUP to connect-spoa when the token changed), refreshes every watch and\n"
+"  re-reads the templates. Exit 0 also when the proxy is deregistered from the agent.\n");
 }
 
 /* One flag "-name", "--name", with "=value" or the next argument. */
@@ -260,10 +263,31 @@ on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
 	daemon_shutdown(d, 0);
 }
 
+struct hup_ctx {
+	struct daemon		*d;
+	struct consul_cfg	*cfg;
+};
+
 static void
 on_hup(struct ev_loop *loop, ev_signal *w, int revents)
 {
-	daemon_hup(w->data);
+	struct hup_ctx *h = w->data;
+	char err[1024];
+	bool changed;
+
+	/* The token first, so that the watches daemon_hup refreshes ask with the new one. */
+	switch (consul_cfg_reread_token(h->cfg, &changed, err, sizeof(err))) {
+	case 1:
+		if (changed && daemon_set_token(h->d, h->cfg->token, err, sizeof(err)) == -1)
+			log_warnx("SIGHUP: ACL token from %s not used: %s", h->cfg->token_file, err);
+		else
+			log_info("ACL token re-read from %s%s", h->cfg->token_file, changed ? "" : " (unchanged)");
+		break;
+	case -1:
+		log_warnx("SIGHUP: keeping the ACL token in use: %s", err);
+		break;
+	}
+	daemon_hup(h->d);
 }
 
 int
@@ -272,6 +296,7 @@ main(int argc, char **argv)
 	struct options o;
 	struct daemon_opts dopt;
 	struct consul_cfg cfg;
+	struct hup_ctx hctx;
 	struct daemon *d;
 	struct ev_loop *loop;
 	ev_signal sterm, sint, shup;
@@ -423,7 +448,10 @@ main(int argc, char **argv)
 	ev_signal_init(&sterm, on_stop_signal, SIGTERM);
 	ev_signal_init(&sint, on_stop_signal, SIGINT);
 	ev_signal_init(&shup, on_hup, SIGHUP);
-	sterm.data = sint.data = shup.data = d;
+	hctx.d = d;
+	hctx.cfg = &cfg;
+	sterm.data = sint.data = d;
+	shup.data = &hctx;
 	ev_signal_start(loop, &sterm);
 	ev_signal_start(loop, &sint);
 	ev_signal_start(loop, &shup);
