@@ -7,6 +7,7 @@
 #include <sys/random.h>
 
 #include "cache.h"
+#include "hash.h"
 
 struct cache {
 	struct cache_entry	**buckets;
@@ -61,19 +62,11 @@ cache_free(struct cache *c)
 	free(c);
 }
 
-/* FNV-1a over target, a NUL separator and uri, seeded. */
+/* Over target, then uri (the target's hash seeds the uri's: "ab"+"c" and "a"+"bc" differ), seeded. */
 static uint64_t
 key_hash(const struct cache *c, const char *t, size_t tlen, const char *u, size_t ulen)
 {
-	uint64_t h = 0xcbf29ce484222325ULL ^ c->seed;
-	size_t i;
-
-	for (i = 0; i < tlen; i++)
-		h = (h ^ (unsigned char)t[i]) * 0x100000001b3ULL;
-	h = (h ^ 0) * 0x100000001b3ULL;
-	for (i = 0; i < ulen; i++)
-		h = (h ^ (unsigned char)u[i]) * 0x100000001b3ULL;
-	return h ^ (h >> 29);
+	return hash_bytes(hash_bytes(c->seed, t, tlen), u, ulen);
 }
 
 static void
