@@ -503,7 +503,11 @@ spop_put_bytes(struct spop_writer *w, const void *p, size_t n)
 void
 spop_put_u8(struct spop_writer *w, uint8_t v)
 {
-	spop_put_bytes(w, &v, 1);
+	if (w->overflow || w->cap == w->off) {
+		w->overflow = true;
+		return;
+	}
+	w->buf[w->off++] = v;
 }
 
 void
@@ -519,6 +523,10 @@ spop_put_varint(struct spop_writer *w, uint64_t v)
 {
 	uint8_t b[SPOP_VARINT_MAX];
 
+	if (v < 240) {		/* one byte: lengths, ids, small integers: nearly every varint of an ACK */
+		spop_put_u8(w, (uint8_t)v);
+		return;
+	}
 	spop_put_bytes(w, b, spop_varint_encode(v, b));
 }
 
