@@ -579,10 +579,25 @@ def _metric(port, name):
     return float(m.group(1)) if m else None
 
 
-def phase_spop(mesh, group, spop_load, secs):
-    """Row 4: connect-spoa alone, pinned to CPU 1 (taskset), bench/spop-load pinned to CPU 0: the
-    generator's own ceiling (spop-load -serve -trivial), the cached maximum (closed loop), p50/p99 at half
-    that rate (open loop, -rate), and decisions that go to the agent (cache dropped with SIGHUP before each)."""
+def _unix_open(path):
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
+            c.settimeout(0.5)
+            c.connect(path)
+            return True
+    except OSError:
+        return False
+
+
+SPOP_VARIANTS = ("spoa", "spoa_bp", "trivial", "trivial_bp")
+
+
+def phase_spop(mesh, group, spop_load, secs, rounds=2):
+    """Row 4: connect-spoa alone, pinned to CPU 1 (taskset), bench/spop-load pinned to CPU 0, over a unix
+    socket (what connect-certsync gives HAProxy): the generator's own ceiling (spop-load -serve -trivial), the
+    cached maximum (closed loop; also over TCP), then p50/p99 in open loop at 100,000/s (half the 200,000/s
+    target) and at half the measured maximum, for connect-spoa and the trivial responder, each without and
+    with -busy-poll 1ms, in alternated rounds; a light load; decisions that go to the agent."""
     if not os.path.exists(spop_load):
         return {"skipped": "%s is not built" % os.path.relpath(spop_load, TOP)}
     cpus = sorted(os.sched_getaffinity(0))
@@ -594,56 +609,69 @@ def phase_spop(mesh, group, spop_load, secs):
         return {"skipped": "no leaf for web from the simulator"}
     cert = os.path.join(mesh.workdir, "spop-web.pem")
     write(cert, leaf["CertPEM"])
-    res = {}
+    res = {"rounds": rounds}
 
-    def load(port, extra, timeout):
-        argv = ["taskset", "-c", gen_cpu, spop_load, "-addr", "127.0.0.1:%d" % port, "-cert", cert,
-                "-target", "api"] + extra
+    def load(addr, extra, timeout):
+        argv = ["taskset", "-c", gen_cpu, spop_load, "-addr", addr, "-cert", cert, "-target", "api"] + extra
         rc, out, err = run_client(argv, timeout)
         r = _spop_result(out)
         if rc != 0 or not r:
             r["error"] = (out + err).strip()[-200:] or "exit %d" % rc
         return r
 
+    sock = {v: os.path.join(mesh.workdir, "spop-%s.sock" % v) for v in SPOP_VARIANTS}
+    addr = {v: "unix:" + sock[v] for v in SPOP_VARIANTS}
+    procs = {}
+    for v in ("trivial", "trivial_bp"):
+        procs[v] = group.start("spop-" + v, ["taskset", "-c", agent_cpu, spop_load, "-serve", addr[v], "-trivial"] +
+                               (["-busy-poll", "0.001"] if v.endswith("_bp") else []))
+    port = harness.free_port()
+    mports = {v: harness.free_port() for v in ("spoa", "spoa_bp", "spoa_tcp")}
+    for v in ("spoa", "spoa_bp", "spoa_tcp"):
+        argv = ["taskset", "-c", agent_cpu, harness.bin_path("connect-spoa"),
+                "-listen", "127.0.0.1:%d" % port if v == "spoa_tcp" else addr[v],
+                "-http-addr", mesh.sim.http_addr, "-target", "api", "-log-level", "warn",
+                "-metrics-addr", "127.0.0.1:%d" % mports[v]] + (["-busy-poll", "1ms"] if v == "spoa_bp" else [])
+        procs[v] = group.start("spoa-alone-" + v.replace("_", "-"), argv,
+                               env={"CONSUL_HTTP_TOKEN": "", "CONSUL_HTTP_ADDR": ""})
+    harness.wait_until(lambda: all(_unix_open(sock[v]) for v in SPOP_VARIANTS) and harness.port_open(port)
+                       and all(harness.port_open(m) for m in mports.values()), 10,
+                       what="connect-spoa and the trivial responders")
+
+    def misses():
+        return sum(_metric(m, "connect_spoa_cache_misses_total") or 0 for m in mports.values())
+
     closed = ["-c", "4", "-k", "32", "-d", str(secs)]
-    tport = harness.free_port()
-    trivial = group.start("spop-trivial", ["taskset", "-c", agent_cpu, spop_load, "-serve", "127.0.0.1:%d" % tport,
-                                           "-trivial"])
-    harness.wait_until(lambda: harness.port_open(tport), 10, what="spop-load -serve")
-    res["trivial"] = load(tport, closed, secs + 20)
-    port, mport = harness.free_port(), harness.free_port()
-    spoa = group.start("spoa-alone", ["taskset", "-c", agent_cpu, harness.bin_path("connect-spoa"),
-                                      "-listen", "127.0.0.1:%d" % port, "-http-addr", mesh.sim.http_addr,
-                                      "-target", "api", "-log-level", "warn",
-                                      "-metrics-addr", "127.0.0.1:%d" % mport],
-                       env={"CONSUL_HTTP_TOKEN": "", "CONSUL_HTTP_ADDR": ""})
-    harness.wait_until(lambda: harness.port_open(port) and harness.port_open(mport), 10, what="connect-spoa alone")
     try:
-        load(port, ["-c", "1", "-k", "1", "-n", "10"], 20)   # first decision fills the cache
-        miss0 = _metric(mport, "connect_spoa_cache_misses_total") or 0
-        res["cached_max"] = load(port, closed, secs + 20)
-        rate = res["cached_max"].get("rate")
-        if rate:
-            half = int(rate / 2)
-            # -tick 0: the pinned generator spins and releases each frame when due (timerfd ticks fire
-            # late on this VM and would add their error to every latency figure)
-            half_args = ["-c", "4", "-k", "64", "-d", str(secs), "-rate", str(half), "-tick", "0"]
-            res["half"] = load(port, half_args, secs + 20)
-            res["half"]["offered"] = half
-            # the same offered load against the trivial responder on the same CPU: the latency the
-            # machine itself adds (scheduling, loopback), which connect-spoa cannot go below
-            res["half_trivial"] = load(tport, half_args, secs + 20)
-        res["light"] = load(port, ["-c", "1", "-k", "8", "-d", str(secs), "-rate", "2000", "-tick", "0"], secs + 20)
-        res["light"]["offered"] = 2000
-        res["light_trivial"] = load(tport, ["-c", "1", "-k", "8", "-d", str(secs), "-rate", "2000", "-tick", "0"], secs + 20)
-        trivial.stop()
+        for a in (addr["spoa"], addr["spoa_bp"], "127.0.0.1:%d" % port):
+            load(a, ["-c", "1", "-k", "1", "-n", "10"], 20)   # first decision fills each cache
+        miss0 = misses()
+        res["trivial"] = load(addr["trivial"], closed, secs + 20)
+        res["cached_max"] = load(addr["spoa"], closed, secs + 20)
+        res["cached_max_tcp"] = load("127.0.0.1:%d" % port, closed, secs + 20)
+        rates = [100000]
+        if res["cached_max"].get("rate"):
+            rates.append(int(res["cached_max"]["rate"] / 2))
+        res["open"] = {}
+        for rate in rates:
+            # -tick 0: the pinned generator spins and releases each frame when due (timerfd ticks fire late
+            # on this VM and would add their error to every latency figure)
+            args = ["-c", "4", "-k", "64", "-d", str(secs), "-rate", str(rate), "-tick", "0"]
+            runs = {v: [] for v in SPOP_VARIANTS}
+            for rnd in range(rounds):
+                for v in (SPOP_VARIANTS if rnd % 2 == 0 else tuple(reversed(SPOP_VARIANTS))):
+                    runs[v].append(load(addr[v], args, secs + 20))
+            res["open"][str(rate)] = runs
+        light = ["-c", "1", "-k", "8", "-d", str(secs), "-rate", "2000", "-tick", "0"]
+        res["light"] = {v: load(addr[v], light, secs + 20) for v in ("spoa", "spoa_bp", "trivial")}
+        res["misses_during_cached_runs"] = misses() - miss0
+        mport = mports["spoa"]
         m0 = _metric(mport, "connect_spoa_cache_misses_total") or 0
-        res["misses_during_cached_runs"] = m0 - miss0
         lat = []
         for _ in range(12):
-            spoa.signal(signal.SIGHUP)
+            procs["spoa"].signal(signal.SIGHUP)
             time.sleep(0.15)
-            r = load(port, ["-c", "1", "-k", "1", "-n", "1"], 20)
+            r = load(addr["spoa"], ["-c", "1", "-k", "1", "-n", "1"], 20)
             if "p50_us" in r:
                 lat.append(r["p50_us"])
         misses = (_metric(mport, "connect_spoa_cache_misses_total") or 0) - m0
@@ -654,8 +682,8 @@ def phase_spop(mesh, group, spop_load, secs):
                         "p50_us": lat[len(lat) // 2] if lat else None, "max_us": lat[-1] if lat else None,
                         "agent_mean_us": tot / n * 1e6 if n else None}
     finally:
-        spoa.stop()
-        trivial.stop()
+        for p in procs.values():
+            p.stop()
     log("spop: %s" % res)
     return res
 
@@ -757,24 +785,44 @@ def table(res, meta):
                 return "FAILED: " + r["error"][:80]
             return "%.0f decisions/s, p50 %.0f us, p99 %.0f us" % (r.get("rate", 0), r.get("p50_us", 0), r.get("p99_us", 0))
         tr, cm = sp.get("trivial", {}), sp.get("cached_max", {})
-        row(4, "spop-load vs a trivial responder (the generator's ceiling)", dec(tr), "", "", "closed loop, 4 conns x 32")
+        row(4, "spop-load vs a trivial responder (the generator's ceiling)", dec(tr), "", "",
+            "closed loop, 4 conns x 32, unix socket")
         if "misses_during_cached_runs" in sp:
             row(4, "agent calls during the cached runs below", "%d" % sp["misses_during_cached_runs"], "", "",
                 "0: every decision below came from the cache")
-        row(4, "connect-spoa, cached decisions, one core, max", dec(cm), "trivial responder",
+        row(4, "connect-spoa, cached decisions, one core, max (unix socket)", dec(cm), "trivial responder",
             _ratio(cm.get("rate"), tr.get("rate")), "target >= 200,000/s; closed-loop latency is queueing")
-        if "half" in sp:
-            h = sp["half"]
-            ht = sp.get("half_trivial", {})
-            row(4, "connect-spoa, cached, at half that rate (%d/s offered)" % h["offered"], dec(h),
-                "trivial responder, same load: p50 %.0f us, p99 %.0f us" % (ht.get("p50_us", 0), ht.get("p99_us", 0)),
-                _ratio(h.get("p99_us"), ht.get("p99_us")), "target p99 < 100 us; ratio of p99s")
-        if "light" in sp:
-            lt = sp.get("light_trivial", {})
-            row(4, "connect-spoa, cached, light load (2,000/s offered)", dec(sp["light"]),
-                "trivial responder, same load: p50 %.0f us, p99 %.0f us" % (lt.get("p50_us", 0), lt.get("p99_us", 0)),
-                _ratio(sp["light"].get("p99_us"), lt.get("p99_us")), "ratio of p99s")
-        ref = sp.get("light", sp.get("half", cm))
+        if "cached_max_tcp" in sp:
+            ct = sp["cached_max_tcp"]
+            row(4, "connect-spoa, cached decisions, one core, max (TCP loopback)", dec(ct), "unix socket",
+                _ratio(ct.get("rate"), cm.get("rate")), "")
+
+        def lat(runs, key):
+            return _rng([r.get(key) for r in runs if "error" not in r], "%.0f us")
+
+        names = {"spoa": "connect-spoa", "spoa_bp": "connect-spoa -busy-poll 1ms",
+                 "trivial": "trivial responder", "trivial_bp": "trivial responder, busy polling"}
+        for rate, runs in sorted(sp.get("open", {}).items(), key=lambda kv: int(kv[0])):
+            what = ("half the 200,000/s target" if int(rate) == 100000 else "half the measured maximum")
+            for v in ("spoa", "spoa_bp"):
+                tv = "trivial_bp" if v.endswith("_bp") else "trivial"
+                errs = [r["error"] for r in runs[v] if "error" in r]
+                p99s = [r.get("p99_us") for r in runs[v] if "error" not in r]
+                row(4, "%s, cached, %s/s offered (%s)" % (names[v], rate, what),
+                    ("FAILED: " + errs[0][:60]) if errs else "p50 %s, p99 %s" % (lat(runs[v], "p50_us"), lat(runs[v], "p99_us")),
+                    "%s: p50 %s, p99 %s" % (names[tv], lat(runs[tv], "p50_us"), lat(runs[tv], "p99_us")),
+                    _ratio(mean(p99s) if p99s else None,
+                           mean([r.get("p99_us") for r in runs[tv] if "error" not in r] or [0]) or None),
+                    "target p99 < 100 us; %d runs alternated; ratio of mean p99s" % len(runs[v]))
+        lt = sp.get("light", {})
+        if lt:
+            row(4, "connect-spoa, cached, light load (2,000/s offered)", dec(lt.get("spoa", {})),
+                "-busy-poll 1ms: p50 %.0f us, p99 %.0f us; trivial responder: p50 %.0f us, p99 %.0f us" % (
+                    lt.get("spoa_bp", {}).get("p50_us", 0), lt.get("spoa_bp", {}).get("p99_us", 0),
+                    lt.get("trivial", {}).get("p50_us", 0), lt.get("trivial", {}).get("p99_us", 0)),
+                _ratio(lt.get("spoa", {}).get("p99_us"), lt.get("trivial", {}).get("p99_us")),
+                "ratio of p99s (vs trivial)")
+        ref = sp.get("light", {}).get("spoa", cm)
         ag = sp.get("agent")
         if ag:
             row(4, "connect-spoa, decision that goes to the agent (cache dropped)",
@@ -895,8 +943,9 @@ def main():
             if "rotation" in only and left(20):
                 res["rotation"].append(phase_rotation(mesh, 14, a.conns, kind))
                 mesh.check_alive()
-        if "spop" in only and left(3 * a.secs + 30):
-            res["spop"] = phase_spop(mesh, group, harness.bin_path(os.path.join("bench", "spop-load")), a.secs)
+        if "spop" in only and left(12 * a.secs + 60):
+            res["spop"] = phase_spop(mesh, group, harness.bin_path(os.path.join("bench", "spop-load")), a.secs,
+                                     rounds=1 if a.quick else 2)
         if "levers" in only:
             res["levers"] = {}
             measures = {
