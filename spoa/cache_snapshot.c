@@ -7,13 +7,19 @@
  *   3. every entry checked, then copied into one allocation; nothing reaches the cache unless all of
  *      the file is valid.
  */
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <ev.h>
 #include <msgpack.h>
@@ -490,18 +496,54 @@ dcsnap_cache_insert(void *cache, const struct dcsnap_entry *e)
 	    e->reason, e->source_app, clock_s(CLOCK_MONOTONIC) - age);
 }
 
+/*
+ * The keeper. A save forks a writer (as Redis' BGSAVE does): the child encodes its copy-on-write view
+ * of the cache, writes the file atomically and _exit()s; the loop only pays for the fork and, later, for
+ * reaping the child (an ev_child watcher: libev's default loop reaps with waitpid(-1), and connect-spoa
+ * has no other child). The child reports through a pipe: the entry count, or the error text.
+ */
 struct dcsnap_keeper {
-	struct ev_loop	*loop;
-	struct cache	*cache;
-	char		*path;
-	char		*owner;
-	ev_timer	 timer;
-	uint64_t	 saved_changes;
-	int		 failing;
+	struct ev_loop		*loop;
+	struct cache		*cache;
+	char			*path;
+	char			*owner;
+	ev_timer		 timer;
+	ev_child		 child;
+	pid_t			 writer;	/* the running writer, 0 when none */
+	int			 report_fd;	/* read end of the writer's pipe, -1 when none */
+	uint64_t		 writing_changes; /* cache_changes() when the writer forked */
+	uint64_t		 saved_changes;	/* ... of the last file written */
+	bool			 dirty_noted;	/* a change during this write was logged */
+	bool			 failing;
+	bool			 fork_failing;
+	bool			 stop_writer;	/* test hook, see cache_snapshot.h */
+	struct dcsnap_keeper_stats st;
 };
 
+/* A failed write is logged when writes start failing, and a success when they work again. */
 static void
-keeper_save(struct dcsnap_keeper *k, const char *why)
+keeper_failed(struct dcsnap_keeper *k, const char *err)
+{
+	k->st.failures++;
+	if (!k->failing)
+		log_warnx("cannot write the decision snapshot: %s", err);
+	k->failing = true;
+}
+
+static void
+keeper_written(struct dcsnap_keeper *k, uint64_t changes, size_t n, const char *how)
+{
+	k->st.writes++;
+	if (k->failing)
+		log_info("decision snapshot written again to %s", k->path);
+	k->failing = false;
+	k->saved_changes = changes;
+	log_debug("decision snapshot: %zu decisions written to %s (%s)", n, k->path, how);
+}
+
+/* On the loop: used at exit, and when no writer can be forked. */
+static void
+keeper_save_sync(struct dcsnap_keeper *k, const char *how)
 {
 	uint64_t changes = cache_changes(k->cache);
 	size_t n = 0;
@@ -511,22 +553,199 @@ keeper_save(struct dcsnap_keeper *k, const char *why)
 		return;
 	if (dcsnap_save(k->path, k->owner, wall_ms(), dcsnap_cache_foreach, k->cache, &n, err,
 	    sizeof(err)) == -1) {
-		if (!k->failing)
-			log_warnx("cannot write the decision snapshot: %s", err);
-		k->failing = 1;
+		keeper_failed(k, err);
 		return;
 	}
-	if (k->failing)
-		log_info("decision snapshot written again to %s", k->path);
-	k->failing = 0;
-	k->saved_changes = changes;
-	log_debug("decision snapshot: %zu decisions written to %s (%s)", n, k->path, why);
+	keeper_written(k, changes, n, how);
+}
+
+/*
+ * Removes the temp files (lib/atomicfile.c: "<path>.tmp.XXXXXX") a writer killed mid-write leaves
+ * behind. Only one writer of path runs at a time, so none of them is in use.
+ */
+static void
+remove_stale_temps(const char *path)
+{
+	char dir[PATH_MAX];
+	const char *base, *slash = strrchr(path, '/');
+	struct dirent *de;
+	size_t blen;
+	DIR *d;
+
+	if (slash == NULL) {
+		snprintf(dir, sizeof(dir), ".");
+		base = path;
+	} else {
+		if ((size_t)(slash - path) >= sizeof(dir))
+			return;
+		snprintf(dir, sizeof(dir), "%.*s", slash == path ? 1 : (int)(slash - path), path);
+		base = slash + 1;
+	}
+	blen = strlen(base);
+	if ((d = opendir(dir)) == NULL)
+		return;
+	while ((de = readdir(d)) != NULL) {
+		if (strlen(de->d_name) == blen + 5 + 6 && strncmp(de->d_name, base, blen) == 0 &&
+		    strncmp(de->d_name + blen, ".tmp.", 5) == 0 && unlinkat(dirfd(d), de->d_name, 0) == 0)
+			log_debug("removed %s/%s, left by an interrupted snapshot write", dir, de->d_name);
+	}
+	closedir(d);
+}
+
+/*
+ * The writer child: encodes, writes, reports on fd, _exit()s. It runs nothing of the parent's (no loop,
+ * no curl, no stdio, no atexit handlers); malloc is safe after fork in glibc.
+ */
+static void __attribute__((noreturn))
+writer_main(struct dcsnap_keeper *k, int64_t now_ms, int fd)
+{
+	char err[512];
+	sigset_t none;
+	uint8_t *data;
+	size_t len, n = 0;
+	int rc;
+
+	/* The parent's handlers (libev's) must not run here, and SIGTERM must stop a writer. */
+	signal(SIGTERM, SIG_DFL);
+	signal(SIGINT, SIG_DFL);
+	signal(SIGHUP, SIG_DFL);
+	signal(SIGCHLD, SIG_DFL);
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	/* Let go of the listening socket and connections: a restart must be able to bind. */
+	if (fd > 3)
+		(void)close_range(3, (unsigned)fd - 1, 0);
+	(void)close_range((unsigned)fd + 1, ~0u, 0);
+
+	rc = dcsnap_encode(k->owner, now_ms, dcsnap_cache_foreach, k->cache, &data, &len, &n, err,
+	    sizeof(err));
+	if (rc == 0) {
+		if (k->stop_writer)
+			(void)raise(SIGSTOP);
+		rc = atomic_write_file(k->path, data, len, 0600, err, sizeof(err));
+		free(data);
+	}
+	if (rc == 0)
+		(void)!write(fd, &n, sizeof(n));
+	else
+		(void)!write(fd, err, strnlen(err, sizeof(err)));
+	_exit(rc == 0 ? 0 : 1);
+}
+
+static void
+writer_done_cb(struct ev_loop *loop, ev_child *w, int revents)
+{
+	struct dcsnap_keeper *k = w->data;
+	char msg[512], err[600];
+	ssize_t r;
+	size_t n = 0;
+	int status = w->rstatus;
+
+	ev_child_stop(loop, w);
+	do {
+		r = read(k->report_fd, msg, sizeof(msg) - 1);
+	} while (r == -1 && errno == EINTR);
+	close(k->report_fd);
+	k->report_fd = -1;
+	k->writer = 0;
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 0 && r == (ssize_t)sizeof(n)) {
+		memcpy(&n, msg, sizeof(n));
+		keeper_written(k, k->writing_changes, n, "in the background");
+		return;
+	}
+	if (WIFEXITED(status)) {
+		if (r < 0)
+			r = 0;
+		msg[r] = '\0';
+		snprintf(err, sizeof(err), "%s", r > 0 ? msg : "the writer exited without a report");
+	} else {
+		snprintf(err, sizeof(err), "the writer (pid %ld) was killed by signal %d; %s is unchanged",
+		    (long)w->rpid, WIFSIGNALED(status) ? WTERMSIG(status) : 0, k->path);
+		remove_stale_temps(k->path);
+	}
+	keeper_failed(k, err);
+}
+
+/* Starts a writer for the current cache, or writes on the loop when no process can be forked. */
+static void
+keeper_start_writer(struct dcsnap_keeper *k, uint64_t changes)
+{
+	int64_t now = wall_ms();
+	int p[2], e;
+	pid_t pid;
+
+	if (pipe2(p, O_CLOEXEC | O_NONBLOCK) == -1) {
+		e = errno;
+		goto fallback;
+	}
+	if ((pid = fork()) == -1) {
+		e = errno;
+		close(p[0]);
+		close(p[1]);
+		goto fallback;
+	}
+	if (pid == 0) {
+		close(p[0]);
+		writer_main(k, now, p[1]);
+	}
+	close(p[1]);
+	k->fork_failing = false;
+	k->writer = pid;
+	k->report_fd = p[0];
+	k->writing_changes = changes;
+	k->dirty_noted = false;
+	k->st.started++;
+	ev_child_set(&k->child, pid, 0);
+	ev_child_start(k->loop, &k->child);
+	return;
+fallback:
+	if (!k->fork_failing)
+		log_warnx("decision snapshot: cannot start a writer process (%s): writing on the event loop "
+		    "until one can be started", strerror(e));
+	k->fork_failing = true;
+	keeper_save_sync(k, "on the loop");
 }
 
 static void
 keeper_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
-	keeper_save(w->data, "changed");
+	struct dcsnap_keeper *k = w->data;
+	uint64_t changes = cache_changes(k->cache);
+
+	if (k->writer != 0) {
+		/* Never two writers: what changed meanwhile is written by the next tick after this one ends. */
+		if (changes != k->writing_changes) {
+			k->st.deferred++;
+			if (!k->dirty_noted)
+				log_debug("decision snapshot: the cache changed during a write: writing again "
+				    "once it ends");
+			k->dirty_noted = true;
+		}
+		return;
+	}
+	if (changes != k->saved_changes)
+		keeper_start_writer(k, changes);
+}
+
+/* Stops a running writer (SIGKILL: its file is not renamed into place, or already is) and reaps it. */
+static void
+keeper_stop_writer(struct dcsnap_keeper *k)
+{
+	int status;
+	pid_t r;
+
+	if (k->writer == 0)
+		return;
+	ev_child_stop(k->loop, &k->child);
+	(void)kill(k->writer, SIGKILL);
+	do {
+		r = waitpid(k->writer, &status, 0);
+	} while (r == -1 && errno == EINTR);
+	log_debug("decision snapshot: stopped the background writer (pid %ld)", (long)k->writer);
+	close(k->report_fd);
+	k->report_fd = -1;
+	k->writer = 0;
+	remove_stale_temps(k->path);
 }
 
 struct dcsnap_keeper *
@@ -537,6 +756,7 @@ dcsnap_keeper_new(struct ev_loop *loop, struct cache *c, const char *path, const
 	enum dcsnap_status st;
 	size_t restored = 0, dropped = 0;
 	int64_t age = 0;
+	const char *hook;
 	char err[512];
 
 	if ((k = calloc(1, sizeof(*k))) == NULL || (k->path = strdup(path)) == NULL ||
@@ -548,6 +768,14 @@ dcsnap_keeper_new(struct ev_loop *loop, struct cache *c, const char *path, const
 	}
 	k->loop = loop;
 	k->cache = c;
+	k->report_fd = -1;
+	hook = getenv(DCSNAP_TEST_STOP_ENV);
+	if (hook != NULL && strcmp(hook, "1") == 0) {
+		k->stop_writer = true;
+		log_warnx("%s=1 (a test hook): every background snapshot writer stops itself (SIGSTOP) "
+		    "before writing", DCSNAP_TEST_STOP_ENV);
+	}
+	remove_stale_temps(path);
 	st = dcsnap_load(path, k->owner, wall_ms(), (int64_t)llround(stale_if_error * 1000.0),
 	    dcsnap_cache_insert, c, &restored, &dropped, &age, err, sizeof(err));
 	switch (st) {
@@ -566,10 +794,19 @@ dcsnap_keeper_new(struct ev_loop *loop, struct cache *c, const char *path, const
 	}
 	spoa_metrics.cache_entries = cache_count(c);
 	k->saved_changes = cache_changes(c);
+	ev_child_init(&k->child, writer_done_cb, 0, 0);
+	k->child.data = k;
 	ev_timer_init(&k->timer, keeper_timer_cb, interval, interval);
 	k->timer.data = k;
 	ev_timer_start(loop, &k->timer);
 	return k;
+}
+
+void
+dcsnap_keeper_stats(const struct dcsnap_keeper *k, struct dcsnap_keeper_stats *out)
+{
+	*out = k->st;
+	out->writer = k->writer;
 }
 
 void
@@ -578,7 +815,8 @@ dcsnap_keeper_free(struct dcsnap_keeper *k)
 	if (k == NULL)
 		return;
 	ev_timer_stop(k->loop, &k->timer);
-	keeper_save(k, "exit");
+	keeper_stop_writer(k);
+	keeper_save_sync(k, "at exit");
 	free(k->path);
 	free(k->owner);
 	free(k);

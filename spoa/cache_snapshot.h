@@ -19,7 +19,8 @@
  *
  * The codec is pure (no I/O, no logging). A decode yields every entry checked (types, lengths, no
  * control characters, times not after the write) or an error and no entry at all. dcsnap_save and
- * dcsnap_load are the only functions doing I/O.
+ * dcsnap_load are the only functions doing I/O; the keeper at the end runs dcsnap_save's work in a
+ * forked writer process so that the daemon's loop never waits for an encode, a write or an fsync.
  */
 #ifndef HC_SPOA_CACHE_SNAPSHOT_H
 #define HC_SPOA_CACHE_SNAPSHOT_H
@@ -27,6 +28,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #define DCSNAP_MAGIC		"haproxy-connect spoa decisions"
 #define DCSNAP_VERSION		1
@@ -127,14 +129,41 @@ int  dcsnap_cache_insert(void *cache, const struct dcsnap_entry *e);
 /*
  * The daemon's snapshot keeper. dcsnap_keeper_new loads path into c (entries younger than
  * stale_if_error seconds; a missing file is a first start, a bad one is ignored with a warning and the
- * cache stays empty), logs what it did, and then every interval seconds writes the cache to path if it
- * changed since the last write. dcsnap_keeper_free writes it a last time if it changed (at exit, after
- * the drain), then frees. Logs; never fails the daemon: NULL only when out of memory.
+ * cache stays empty), logs what it did, and then every interval seconds, if the cache changed since the
+ * last write, writes it to path OFF the event loop: it fork()s a writer process that encodes its
+ * copy-on-write view of the cache, writes the file atomically and _exit()s; the loop pays only for the
+ * fork (a few hundred microseconds for a full 65,536-entry cache, against ~100 ms for an encode and
+ * write on the loop; bench/snapshot-stall.c) and for reaping the writer with an ev_child watcher (so
+ * loop must be libev's default loop, whose SIGCHLD watcher reaps every child: the daemon must have no
+ * other children it waits for itself).
+ *
+ * At most one writer runs: a tick that finds the cache changed during a write leaves it to the first
+ * tick after the write ends. A write that fails, or whose writer dies (killed: the file is left as it
+ * was, and the temp file a killed writer leaves is removed), is logged once when writes start failing
+ * and once when they work again; the next tick retries. When no process can be forked the keeper writes
+ * on the loop instead (logged once). dcsnap_keeper_free (at exit, after the drain) kills and reaps a
+ * running writer, then writes the cache a last time on the loop if it changed since the last completed
+ * write, and frees. Logs; never fails the daemon: NULL only when out of memory.
+ *
+ * Test hook: with the environment variable DCSNAP_TEST_STOP_ENV set to "1" when the keeper is created,
+ * every writer stops itself (raise(SIGSTOP)) after encoding and before writing, so that a test can hold
+ * a write in progress for as long as it wants, deterministically (SIGCONT resumes it, SIGKILL kills it).
  */
+#define DCSNAP_TEST_STOP_ENV	"HC_SPOA_SNAPSHOT_TEST_STOP"
+
 struct dcsnap_keeper;
+
+struct dcsnap_keeper_stats {
+	uint64_t	writes;		/* files written (in the background or on the loop) */
+	uint64_t	failures;	/* writes that failed, writers that died */
+	uint64_t	started;	/* writer processes started */
+	uint64_t	deferred;	/* ticks that found the cache changed while a writer ran */
+	pid_t		writer;		/* the running writer, 0 when none */
+};
 
 struct dcsnap_keeper *dcsnap_keeper_new(struct ev_loop *loop, struct cache *c, const char *path,
     const char *owner, double stale_if_error, double interval);
+void dcsnap_keeper_stats(const struct dcsnap_keeper *k, struct dcsnap_keeper_stats *out);
 void dcsnap_keeper_free(struct dcsnap_keeper *k);
 
 #endif

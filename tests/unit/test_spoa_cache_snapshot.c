@@ -1,7 +1,8 @@
 /*
  * test_spoa_cache_snapshot.c - connect-spoa's persisted decision cache: round trip through the
  * foreach/insert callbacks, every kind of damage (truncation at every offset, flipped bytes, wrong
- * magic/version/owner, oversized counts, invalid entries), age filtering at load, never a partial load.
+ * magic/version/owner, oversized counts, invalid entries), age filtering at load, never a partial load;
+ * the keeper writing in a forked writer while the loop keeps answering (held, killed, retried, at exit).
  *
  * The "cache" here is a plain array behind the two callbacks, as the real cache is behind them in
  * connect-spoa.
@@ -13,15 +14,21 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 #include <cmocka.h>
 
 #include <math.h>
 
+#include <ev.h>
 #include <msgpack.h>
 
+#include "atomicfile.h"
 #include "cache.h"
 #include "cache_snapshot.h"
 #include "reseal.h"
@@ -613,6 +620,252 @@ test_real_cache(void **state)
 	cache_free(b);
 }
 
+/* ---- the keeper: writes in a forked writer, the loop keeps answering ---------------------------- */
+
+/* The state letter of /proc/<pid>/stat ('T' stopped, 'Z' zombie...), or 0 when no such process. */
+static char
+proc_state(pid_t pid)
+{
+	char path[64], buf[512], *p;
+	size_t n;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%ld/stat", (long)pid);
+	if ((f = fopen(path, "r")) == NULL)
+		return 0;
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	if ((p = strrchr(buf, ')')) == NULL || p[1] != ' ')
+		return 0;
+	return p[2];
+}
+
+struct kt {
+	struct ev_loop		*loop;
+	struct dcsnap_keeper	*k;
+	struct dcsnap_keeper_stats st;
+	ev_io			 echo;		/* a peer the loop answers, like an SPOE connection */
+	int			 sv[2];
+	uint64_t		 answered;
+};
+
+static void
+kt_echo_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct kt *t = w->data;
+	char b[64];
+	ssize_t n = read(w->fd, b, sizeof(b));
+
+	if (n > 0 && write(w->fd, b, (size_t)n) == n)
+		t->answered++;
+}
+
+static void
+kt_wake_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+}
+
+/* Runs the loop until pred holds; a bound on iterations (each at most 5 ms long), not a time assert. */
+static bool
+kt_run_until(struct kt *t, bool (*pred)(struct kt *t, void *arg), void *arg)
+{
+	ev_timer wake;
+	int i;
+	bool ok = false;
+
+	ev_timer_init(&wake, kt_wake_cb, 0.005, 0.005);
+	ev_timer_start(t->loop, &wake);
+	for (i = 0; i < 6000; i++) {
+		dcsnap_keeper_stats(t->k, &t->st);
+		if ((ok = pred(t, arg)))
+			break;
+		ev_run(t->loop, EVRUN_ONCE);
+	}
+	ev_timer_stop(t->loop, &wake);
+	return ok;
+}
+
+static bool
+writer_stopped(struct kt *t, void *arg)
+{
+	const uint64_t *started = arg;
+
+	return t->st.started == *started && t->st.writer != 0 && proc_state(t->st.writer) == 'T';
+}
+
+static bool
+writes_reach(struct kt *t, void *arg)
+{
+	return t->st.writes == *(const uint64_t *)arg;
+}
+
+static bool
+failures_reach(struct kt *t, void *arg)
+{
+	return t->st.failures == *(const uint64_t *)arg;
+}
+
+static bool
+deferred_3(struct kt *t, void *arg)
+{
+	return t->st.deferred >= 3;
+}
+
+static bool
+echo_answered(struct kt *t, void *arg)
+{
+	char b[8];
+
+	return read(t->sv[0], b, sizeof(b)) == 4 && memcmp(b, "ping", 4) == 0;
+}
+
+static void
+add_apps(struct cache *c, int from, int to)
+{
+	char uri[128];
+	int i;
+
+	for (i = from; i < to; i++) {
+		snprintf(uri, sizeof(uri), "spiffe://11111111-2222-3333-4444-555555555555.consul/ns/default/dc/"
+		    "dc1/svc/app-%d", i);
+		assert_int_equal(cache_store(c, "db", 2, uri, strlen(uri), i % 7 != 0, "Matched L4 intention",
+		    "app", mono() - 10), 0);
+	}
+}
+
+/* Entries a fresh cache gets from the file at path. */
+static size_t
+load_count(const char *path)
+{
+	struct cache *b;
+	size_t restored = 0, dropped = 0;
+	char err[256];
+	struct timespec ts;
+
+	b = cache_new(100000, err, sizeof(err));
+	assert_non_null(b);
+	clock_gettime(CLOCK_REALTIME, &ts);
+	assert_int_equal(dcsnap_load(path, "db", (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000, 300000,
+	    dcsnap_cache_insert, b, &restored, &dropped, NULL, err, sizeof(err)), DCSNAP_OK);
+	assert_int_equal(dropped, 0);
+	assert_int_equal(cache_count(b), restored);
+	cache_free(b);
+	return restored;
+}
+
+static char *
+slurp(const char *path, size_t *len)
+{
+	char *data, err[256];
+
+	assert_int_equal(read_file_capped(path, DCSNAP_FILE_MAX, &data, len, err, sizeof(err)), 0);
+	return data;
+}
+
+static void
+test_keeper_background(void **state)
+{
+	struct kt t;
+	struct cache *c;
+	char path[128], stale[160], err[256], *before, *after;
+	size_t blen, alen;
+	uint64_t want;
+	pid_t pid1, pid2, pid4;
+	int i, status;
+	FILE *f;
+
+	memset(&t, 0, sizeof(t));
+	snprintf(path, sizeof(path), "%s/decisions.snapshot", tmpdir);
+	t.loop = EV_DEFAULT;
+	c = cache_new(4096, err, sizeof(err));
+	assert_non_null(c);
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, t.sv), 0);
+	ev_io_init(&t.echo, kt_echo_cb, t.sv[1], EV_READ);
+	t.echo.data = &t;
+	ev_io_start(t.loop, &t.echo);
+
+	/* Every writer stops itself before writing: a write as slow as the test wants. */
+	assert_int_equal(setenv(DCSNAP_TEST_STOP_ENV, "1", 1), 0);
+	t.k = dcsnap_keeper_new(t.loop, c, path, "db", 300, 0.02);
+	assert_int_equal(unsetenv(DCSNAP_TEST_STOP_ENV), 0);
+	assert_non_null(t.k);
+	add_apps(c, 0, 2000);	/* what the keeper loaded counts as written: these are changes */
+	want = 1;
+	assert_true(kt_run_until(&t, writer_stopped, &want));
+	pid1 = t.st.writer;
+
+	/* While it is held, the loop answers its peer, again and again, and the cache keeps changing. */
+	for (i = 0; i < 20; i++) {
+		assert_int_equal(write(t.sv[0], "ping", 4), 4);
+		assert_true(kt_run_until(&t, echo_answered, NULL));
+	}
+	assert_int_equal(t.answered, 20);
+	add_apps(c, 2000, 2010);
+	assert_true(kt_run_until(&t, deferred_3, NULL));
+	/* ... and never starts a second writer: the same one is still held, nothing written yet. */
+	assert_int_equal(t.st.started, 1);
+	assert_int_equal(t.st.writer, pid1);
+	assert_int_equal(proc_state(pid1), 'T');
+	assert_int_equal(access(path, F_OK), -1);
+
+	/* Let it go: the file holds the cache as it was at the fork, whole, and the writer is reaped. */
+	assert_int_equal(kill(pid1, SIGCONT), 0);
+	want = 1;
+	assert_true(kt_run_until(&t, writes_reach, &want));
+	assert_int_equal(t.st.failures, 0);
+	assert_int_equal(proc_state(pid1), 0);
+	assert_int_equal(load_count(path), 2000);
+
+	/* The change made during that write is written next: kill that writer mid-way. The old file stays
+	 * as it was, a temp file left by the killed writer is removed, and the writer is reaped. */
+	want = 2;
+	assert_true(kt_run_until(&t, writer_stopped, &want));
+	pid2 = t.st.writer;
+	assert_true(pid2 != pid1);
+	before = slurp(path, &blen);
+	snprintf(stale, sizeof(stale), "%s.tmp.Ab12Cd", path);
+	f = fopen(stale, "w");
+	assert_non_null(f);
+	fputs("half a snapshot", f);
+	fclose(f);
+	assert_int_equal(kill(pid2, SIGKILL), 0);
+	want = 1;
+	assert_true(kt_run_until(&t, failures_reach, &want));
+	assert_int_equal(proc_state(pid2), 0);
+	assert_int_equal(access(stale, F_OK), -1);
+	after = slurp(path, &alen);
+	assert_int_equal(alen, blen);
+	assert_memory_equal(after, before, blen);
+	free(before);
+	free(after);
+
+	/* The next tick retries, and this time the write completes. */
+	want = 3;
+	assert_true(kt_run_until(&t, writer_stopped, &want));
+	assert_int_equal(kill(t.st.writer, SIGCONT), 0);
+	want = 2;
+	assert_true(kt_run_until(&t, writes_reach, &want));
+	assert_int_equal(load_count(path), 2010);
+
+	/* At exit a held writer is killed and reaped, and the last save is done on the spot. */
+	add_apps(c, 2010, 2015);
+	want = 4;
+	assert_true(kt_run_until(&t, writer_stopped, &want));
+	pid4 = t.st.writer;
+	dcsnap_keeper_free(t.k);
+	assert_int_equal(proc_state(pid4), 0);
+	assert_int_equal(load_count(path), 2015);
+	/* No child of ours left, running or zombie. */
+	assert_int_equal(waitpid(-1, &status, WNOHANG), -1);
+	assert_int_equal(errno, ECHILD);
+
+	ev_io_stop(t.loop, &t.echo);
+	close(t.sv[0]);
+	close(t.sv[1]);
+	cache_free(c);
+}
+
 int
 main(void)
 {
@@ -624,6 +877,7 @@ main(void)
 		cmocka_unit_test(test_lying_counts),
 		cmocka_unit_test_setup_teardown(test_save_load, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_real_cache, setup_dir, teardown_dir),
+		cmocka_unit_test_setup_teardown(test_keeper_background, setup_dir, teardown_dir),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
