@@ -152,12 +152,16 @@ req_get(struct spoa_server *s)
 static void
 req_put(struct spoa_server *s, struct spoa_req *r)
 {
-	if (s->req_pooled >= REQ_POOL_MAX) {
-		free(r);
+#if REQ_POOL_MAX > 0
+	if (s->req_pooled < REQ_POOL_MAX) {
+		LIST_INSERT_HEAD(&s->req_pool, r, entry);
+		s->req_pooled++;
 		return;
 	}
-	LIST_INSERT_HEAD(&s->req_pool, r, entry);
-	s->req_pooled++;
+#else
+	(void)s;
+#endif
+	free(r);
 }
 static void conn_flush(struct spoa_conn *c);
 static void conn_kill(struct spoa_conn *c);
