@@ -1,6 +1,7 @@
 /*
  * atomicfile.c - see atomicfile.h.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -12,6 +13,8 @@
 #include <unistd.h>
 
 #include "atomicfile.h"
+
+#define TEMP_SUFFIX	".tmp."		/* temp files: <path>.tmp.XXXXXX (mkstemp) */
 
 /* Writes all of data, retrying on EINTR and short writes. */
 static int
@@ -74,7 +77,7 @@ atomic_write_file(const char *path, const void *data, size_t len, mode_t mode, c
 		snprintf(err, errlen, "%s: is a directory", path);
 		return -1;
 	}
-	n = snprintf(tmp, sizeof(tmp), "%s.tmp.XXXXXX", path);
+	n = snprintf(tmp, sizeof(tmp), "%s" TEMP_SUFFIX "XXXXXX", path);
 	if (n < 0 || (size_t)n >= sizeof(tmp) || dir_of(path, dir, sizeof(dir)) == -1) {
 		snprintf(err, errlen, "%s: file name too long", path);
 		return -1;
@@ -123,6 +126,27 @@ fail:
 		close(fd);
 	unlink(tmp);
 	return -1;
+}
+
+int
+atomic_remove_temps(const char *path)
+{
+	char dir[PATH_MAX];
+	const char *slash = strrchr(path, '/'), *base = slash != NULL ? slash + 1 : path;
+	size_t blen = strlen(base), slen = strlen(TEMP_SUFFIX);
+	struct dirent *de;
+	int removed = 0;
+	DIR *d;
+
+	if (dir_of(path, dir, sizeof(dir)) == -1 || (d = opendir(dir)) == NULL)
+		return -1;
+	while ((de = readdir(d)) != NULL) {
+		if (strlen(de->d_name) == blen + slen + 6 && strncmp(de->d_name, base, blen) == 0 &&
+		    strncmp(de->d_name + blen, TEMP_SUFFIX, slen) == 0 && unlinkat(dirfd(d), de->d_name, 0) == 0)
+			removed++;
+	}
+	closedir(d);
+	return removed;
 }
 
 int

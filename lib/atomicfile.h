@@ -17,6 +17,13 @@ int atomic_write_file(const char *path, const void *data, size_t len, mode_t mod
     size_t errlen);
 
 /*
+ * Removes the temp files atomic_write_file leaves for path when its process is killed mid-write. Only
+ * for a caller that knows no writer of path is running. Returns how many it removed, or -1 when the
+ * directory cannot be read.
+ */
+int atomic_remove_temps(const char *path);
+
+/*
  * Reads a whole regular file into a fresh NUL-terminated buffer (*out, freed by the caller, *lenp bytes
  * without the NUL). A file bigger than max bytes is an error. Returns 0, or -1 with err filled.
  */

@@ -7,10 +7,8 @@
  *   3. every entry checked, then copied into one allocation; nothing reaches the cache unless all of
  *      the file is valid.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -559,37 +557,14 @@ keeper_save_sync(struct dcsnap_keeper *k, const char *how)
 	keeper_written(k, changes, n, how);
 }
 
-/*
- * Removes the temp files (lib/atomicfile.c: "<path>.tmp.XXXXXX") a writer killed mid-write leaves
- * behind. Only one writer of path runs at a time, so none of them is in use.
- */
+/* Removes the temp file a writer killed mid-write leaves behind (only one writer of path runs at a time). */
 static void
 remove_stale_temps(const char *path)
 {
-	char dir[PATH_MAX];
-	const char *base, *slash = strrchr(path, '/');
-	struct dirent *de;
-	size_t blen;
-	DIR *d;
+	int n = atomic_remove_temps(path);
 
-	if (slash == NULL) {
-		snprintf(dir, sizeof(dir), ".");
-		base = path;
-	} else {
-		if ((size_t)(slash - path) >= sizeof(dir))
-			return;
-		snprintf(dir, sizeof(dir), "%.*s", slash == path ? 1 : (int)(slash - path), path);
-		base = slash + 1;
-	}
-	blen = strlen(base);
-	if ((d = opendir(dir)) == NULL)
-		return;
-	while ((de = readdir(d)) != NULL) {
-		if (strlen(de->d_name) == blen + 5 + 6 && strncmp(de->d_name, base, blen) == 0 &&
-		    strncmp(de->d_name + blen, ".tmp.", 5) == 0 && unlinkat(dirfd(d), de->d_name, 0) == 0)
-			log_debug("removed %s/%s, left by an interrupted snapshot write", dir, de->d_name);
-	}
-	closedir(d);
+	if (n > 0)
+		log_debug("removed %d temp file(s) of %s left by an interrupted snapshot write", n, path);
 }
 
 /*

@@ -1,6 +1,6 @@
 /*
  * test_lib_atomicfile.c - atomic_write_file and read_file_capped: content, mode, and the old file left
- * intact (with no temp file behind) whenever a write fails.
+ * intact (with no temp file behind) whenever a write fails; atomic_remove_temps removes only temp files.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -232,6 +232,38 @@ test_read_errors(void **state)
 	assert_non_null(strstr(err, "not a regular file"));
 }
 
+static void
+touch(const char *dir, const char *name)
+{
+	char p[256];
+	FILE *f;
+
+	snprintf(p, sizeof(p), "%s/%s", dir, name);
+	assert_non_null(f = fopen(p, "w"));
+	fclose(f);
+}
+
+/* Only the temp files of this path (<path>.tmp. + mkstemp's 6 characters) go; the file itself and others stay. */
+static void
+test_remove_temps(void **state)
+{
+	struct fx *fx = *state;
+	char err[256];
+
+	assert_int_equal(atomic_write_file(fx->path, "new", 3, 0600, err, sizeof(err)), 0);
+	touch(fx->dir, "key.pem.tmp.a1B2c3");
+	touch(fx->dir, "key.pem.tmp.ZZZZZZ");
+	touch(fx->dir, "key.pem.tmp.short");		/* not mkstemp's */
+	touch(fx->dir, "key.pem.tmp.toolong1");
+	touch(fx->dir, "other.pem.tmp.a1B2c3");		/* another file's */
+	touch(fx->dir, "key.pem.bak");
+	assert_int_equal(atomic_remove_temps(fx->path), 2);
+	assert_int_equal(count_entries(fx->dir), 5);
+	assert_content(fx->path, "new");
+	assert_int_equal(atomic_remove_temps(fx->path), 0);
+	assert_int_equal(atomic_remove_temps("/nonexistent-dir-of-test/key.pem"), -1);
+}
+
 int
 main(void)
 {
@@ -243,6 +275,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_readonly_dir_keeps_old, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_write_fails_midway, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_read_errors, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_remove_temps, setup, teardown),
 	};
 
 	return cmocka_run_group_tests_name("lib_atomicfile", tests, NULL, NULL);
