@@ -2266,17 +2266,22 @@ daemon_hup(struct daemon *d)
 }
 
 int
-daemon_set_token(struct daemon *d, const char *token, char *err, size_t errlen)
+daemon_reread_token(struct daemon *d, struct consul_cfg *cfg, bool *changed, char *err, size_t errlen)
 {
-	if (consul_client_set_token(d->cc, token, err, errlen) == -1)
-		return -1;
+	bool ch = false;
+	int rc;
+
+	if ((rc = consul_client_reread_token(d->cc, cfg, &ch, err, errlen)) != 1)
+		return rc;
+	if (changed != NULL)
+		*changed = ch;
 	/*
 	 * connect-spoa reads the same file (its -token-file, or CONSUL_HTTP_TOKEN_FILE inherited): its SIGHUP
 	 * re-reads it. Not running (not started yet, or waiting for a restart): it reads the file at start.
 	 */
-	if (d->spoa != NULL && sv_signal(d->spoa, SIGHUP) == 0)
+	if (ch && d->spoa != NULL && sv_signal(d->spoa, SIGHUP) == 0)
 		log_debug("SIGHUP forwarded to connect-spoa (pid %d) for the new ACL token", (int)sv_pid(d->spoa));
-	return 0;
+	return 1;
 }
 
 int

@@ -65,11 +65,11 @@ void daemon_shutdown(struct daemon *d, int exit_code);
 /* SIGHUP: refresh every watch, reload the templates and re-render (reload if the result differs). */
 void daemon_hup(struct daemon *d);
 /*
- * SIGHUP after the token file was re-read with a new token: the agent client uses token from now on
- * (requests in flight finish with the old one; daemon_hup's refresh re-asks every watch) and connect-spoa
- * is sent SIGHUP so that it re-reads the file too. 0, or -1 with err filled (old token kept).
+ * SIGHUP's token step: consul_client_reread_token on the daemon's agent client (requests in flight finish
+ * with the old token; daemon_hup's refresh re-asks every watch), then, when the token changed,
+ * connect-spoa is sent SIGHUP so that it re-reads the file too. Returns as consul_client_reread_token.
  */
-int  daemon_set_token(struct daemon *d, const char *token, char *err, size_t errlen);
+int  daemon_reread_token(struct daemon *d, struct consul_cfg *cfg, bool *changed, char *err, size_t errlen);
 int  daemon_exit_code(const struct daemon *d);
 void daemon_free(struct daemon *d);
 

@@ -276,12 +276,9 @@ on_hup(struct ev_loop *loop, ev_signal *w, int revents)
 	bool changed;
 
 	/* The token first, so that the watches daemon_hup refreshes ask with the new one. */
-	switch (consul_cfg_reread_token(h->cfg, &changed, err, sizeof(err))) {
+	switch (daemon_reread_token(h->d, h->cfg, &changed, err, sizeof(err))) {
 	case 1:
-		if (changed && daemon_set_token(h->d, h->cfg->token, err, sizeof(err)) == -1)
-			log_warnx("SIGHUP: ACL token from %s not used: %s", h->cfg->token_file, err);
-		else
-			log_info("ACL token re-read from %s%s", h->cfg->token_file, changed ? "" : " (unchanged)");
+		log_info("ACL token re-read from %s%s", h->cfg->token_file, changed ? "" : " (unchanged)");
 		break;
 	case -1:
 		log_warnx("SIGHUP: keeping the ACL token in use: %s", err);

@@ -684,6 +684,17 @@ consul_client_set_token(struct consul_client *c, const char *token, char *err, s
 	return 0;
 }
 
+int
+consul_client_reread_token(struct consul_client *c, struct consul_cfg *cfg, bool *changed, char *err,
+    size_t errlen)
+{
+	int rc;
+
+	if ((rc = consul_cfg_reread_token(cfg, changed, err, errlen)) != 1)
+		return rc;
+	return consul_client_set_token(c, cfg->token, err, errlen) == -1 ? -1 : 1;
+}
+
 static void
 watch_free(struct consul_watch *w)
 {

@@ -89,6 +89,13 @@ void consul_client_free(struct consul_client *c);
  * filled (a line break in the token, out of memory) and the old token kept.
  */
 int  consul_client_set_token(struct consul_client *c, const char *token, char *err, size_t errlen);
+/*
+ * SIGHUP's token step of both daemons: consul_cfg_reread_token, then the client uses what was read.
+ * Returns 1 (re-read and in use; *changed as consul_cfg_reread_token says), 0 (the token does not come
+ * from a file), or -1 with err filled: the client keeps the token it had.
+ */
+int  consul_client_reread_token(struct consul_client *c, struct consul_cfg *cfg, bool *changed, char *err,
+    size_t errlen);
 
 /*
  * Starts one request. path includes the query string ("/v1/agent/connect/authorize", "/v1/agent/self?x=1").

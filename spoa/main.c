@@ -270,12 +270,9 @@ hup_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	bool changed;
 
 	/* The token first: the intentions are re-read with the new one. */
-	switch (consul_cfg_reread_token(&d->cfg, &changed, err, sizeof(err))) {
+	switch (consul_client_reread_token(d->consul, &d->cfg, &changed, err, sizeof(err))) {
 	case 1:
-		if (consul_client_set_token(d->consul, d->cfg.token, err, sizeof(err)) == -1)
-			log_warnx("SIGHUP: ACL token from %s not used: %s", d->cfg.token_file, err);
-		else
-			log_info("ACL token re-read from %s%s", d->cfg.token_file, changed ? "" : " (unchanged)");
+		log_info("ACL token re-read from %s%s", d->cfg.token_file, changed ? "" : " (unchanged)");
 		break;
 	case -1:
 		log_warnx("SIGHUP: keeping the ACL token in use: %s", err);
