@@ -580,16 +580,6 @@ def _metric(port, name):
     return float(m.group(1)) if m else None
 
 
-def _unix_open(path):
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
-            c.settimeout(0.5)
-            c.connect(path)
-            return True
-    except OSError:
-        return False
-
-
 SPOP_VARIANTS = ("spoa", "spoa_bp", "trivial", "trivial_bp")
 
 
@@ -635,7 +625,7 @@ def phase_spop(mesh, group, spop_load, secs, rounds=2):
                 "-metrics-addr", "127.0.0.1:%d" % mports[v]] + (["-busy-poll", "1ms"] if v == "spoa_bp" else [])
         procs[v] = group.start("spoa-alone-" + v.replace("_", "-"), argv,
                                env={"CONSUL_HTTP_TOKEN": "", "CONSUL_HTTP_ADDR": ""})
-    harness.wait_until(lambda: all(_unix_open(sock[v]) for v in SPOP_VARIANTS) and harness.port_open(port)
+    harness.wait_until(lambda: all(harness.unix_open(sock[v]) for v in SPOP_VARIANTS) and harness.port_open(port)
                        and all(harness.port_open(m) for m in mports.values()), 10,
                        what="connect-spoa and the trivial responders")
 

@@ -52,6 +52,17 @@ def port_open(port, host="127.0.0.1"):
         return False
 
 
+def unix_open(path):
+    """True when something accepts connections on the unix socket at path (port_open's twin)."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
+            c.settimeout(0.5)
+            c.connect(path)
+            return True
+    except OSError:
+        return False
+
+
 class Proc:
     def __init__(self, name, popen, log_path):
         self.name = name
