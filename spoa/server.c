@@ -163,6 +163,23 @@ req_put(struct spoa_server *s, struct spoa_req *r)
 #endif
 	free(r);
 }
+
+/* Forgets every request of c: its checks still waiting for the agent are cancelled (no answer follows). */
+static void
+conn_drop_reqs(struct spoa_conn *c)
+{
+	struct spoa_server	*s = c->srv;
+	struct spoa_req		*r;
+	unsigned		 i;
+
+	while ((r = LIST_FIRST(&c->reqs)) != NULL) {
+		LIST_REMOVE(r, entry);
+		for (i = 0; i < r->nchecks; i++)
+			if (!r->checks[i].done && r->checks[i].handle != NULL && s->opts.cancel != NULL)
+				s->opts.cancel(s->opts.ctx, r->checks[i].handle);
+		req_put(s, r);
+	}
+}
 static void conn_flush(struct spoa_conn *c);
 static void conn_kill(struct spoa_conn *c);
 static void conn_check_drained(struct spoa_conn *c);
@@ -253,9 +270,7 @@ conn_disconnect(struct spoa_conn *c, enum spop_err e, const char *message)
 {
 	uint8_t			 buf[512];
 	long			 n;
-	struct spoa_req		*r;
 	struct spoa_server	*s = c->srv;
-	unsigned		 i;
 
 	if (c->closing || c->dead)
 		return;
@@ -263,13 +278,7 @@ conn_disconnect(struct spoa_conn *c, enum spop_err e, const char *message)
 	ev_io_stop(s->loop, &c->rio);
 	ev_timer_stop(s->loop, &c->ftmo);
 	ev_timer_stop(s->loop, &c->kick);
-	while ((r = LIST_FIRST(&c->reqs)) != NULL) {
-		LIST_REMOVE(r, entry);
-		for (i = 0; i < r->nchecks; i++)
-			if (!r->checks[i].done && r->checks[i].handle != NULL && s->opts.cancel != NULL)
-				s->opts.cancel(s->opts.ctx, r->checks[i].handle);
-		req_put(s, r);
-	}
+	conn_drop_reqs(c);
 	c->inflight = 0;
 	n = spop_build_agent_disconnect(buf, sizeof(buf), (uint32_t)e,
 	    message != NULL ? message : spop_strerror(e));
@@ -797,18 +806,10 @@ reap_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct spoa_server	*s = w->data;
 	struct spoa_conn	*c;
-	struct spoa_req		*r;
-	unsigned		 i;
 
 	while ((c = LIST_FIRST(&s->graveyard)) != NULL) {
 		LIST_REMOVE(c, entry);
-		while ((r = LIST_FIRST(&c->reqs)) != NULL) {
-			LIST_REMOVE(r, entry);
-			for (i = 0; i < r->nchecks; i++)
-				if (!r->checks[i].done && r->checks[i].handle != NULL && s->opts.cancel != NULL)
-					s->opts.cancel(s->opts.ctx, r->checks[i].handle);
-			req_put(s, r);
-		}
+		conn_drop_reqs(c);
 		free(c->in);
 		free(c->out);
 		free(c);
